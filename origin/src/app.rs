@@ -1,0 +1,277 @@
+//! Building and running one origin: [`Application::build`] binds the
+//! listener and wires state and background tasks; [`Application::run_until_stopped`]
+//! serves until a shutdown future resolves. `main` and the tests go through
+//! the same code (tests bind port 0).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, FromRef, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::auth::AdminTokens;
+use crate::cache::{L2, TieredCache};
+use crate::catalog::{self, CacheHeaders, CatalogState};
+use crate::config::OriginConfig;
+use crate::db::DbRouter;
+use crate::invalidation::{self, Tailer};
+use crate::metrics::{self, Metrics};
+use crate::problem;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+    #[error(transparent)]
+    Db(#[from] crate::db::DbError),
+    #[error(transparent)]
+    Redis(#[from] crate::cache::l2::L2Error),
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error("server: {0}")]
+    Serve(#[source] std::io::Error),
+}
+
+/// The router's state; handlers take the narrow sub-state they need.
+#[derive(Clone)]
+pub struct AppState {
+    pub catalog: CatalogState,
+    pub admin: AdminTokens,
+    pub metrics: Metrics,
+    pub health: HealthState,
+}
+
+#[derive(Clone)]
+pub struct HealthState {
+    pub db: DbRouter,
+    pub l2: Option<L2>,
+    pub region: Arc<str>,
+}
+
+impl FromRef<AppState> for CatalogState {
+    fn from_ref(state: &AppState) -> Self {
+        state.catalog.clone()
+    }
+}
+
+impl FromRef<AppState> for AdminTokens {
+    fn from_ref(state: &AppState) -> Self {
+        state.admin.clone()
+    }
+}
+
+impl FromRef<AppState> for Metrics {
+    fn from_ref(state: &AppState) -> Self {
+        state.metrics.clone()
+    }
+}
+
+impl FromRef<AppState> for HealthState {
+    fn from_ref(state: &AppState) -> Self {
+        state.health.clone()
+    }
+}
+
+pub struct Application {
+    listener: TcpListener,
+    router: Router,
+    shutdown: CancellationToken,
+    tasks: JoinSet<()>,
+}
+
+impl Application {
+    /// Validates the config, binds the listener, creates pools and clients
+    /// (lazily: no dependency has to be up yet) and starts background tasks.
+    pub async fn build(config: OriginConfig) -> Result<Self, StartError> {
+        config.validate()?;
+        let metrics = Metrics::new(&config.region)?;
+        let db = DbRouter::new(&config.database, &config.region, metrics.clone())?;
+        let l2 = match &config.redis_url {
+            Some(url) => Some(L2::connect(url, config.cache.l2_timeout, metrics.clone())?),
+            None => None,
+        };
+        let cache = TieredCache::new(&config.cache, l2.clone(), metrics.clone());
+        let instance = format!("{}-{:016x}", config.region, rand::random::<u64>());
+        let shutdown = CancellationToken::new();
+        let mut tasks = JoinSet::new();
+
+        tasks.spawn(
+            db.clone()
+                .run_lag_monitor(config.database.lag_probe_interval, shutdown.clone()),
+        );
+        let tailer = Tailer {
+            db: db.clone(),
+            cache: cache.clone(),
+            metrics: metrics.clone(),
+            instance: instance.clone(),
+            poll: config.cache.invalidation_poll,
+        };
+        tasks.spawn(tailer.run(shutdown.clone()));
+        if let Some(url) = config.redis_url.clone() {
+            let subscriber = invalidation::run_subscriber(
+                url,
+                config.cache.l2_timeout,
+                cache.clone(),
+                metrics.clone(),
+                instance,
+                shutdown.clone(),
+            );
+            tasks.spawn(async move {
+                if let Err(error) = subscriber.await {
+                    tracing::error!(%error, "invalidation subscriber stopped");
+                }
+            });
+        }
+
+        let region_header = HeaderValue::from_str(&config.region).map_err(|_| {
+            crate::config::ConfigError::Invalid {
+                field: "region",
+                problem: "must be a valid header value".into(),
+            }
+        })?;
+        let state = AppState {
+            catalog: CatalogState {
+                db: db.clone(),
+                cache,
+                region: region_header,
+                headers: Arc::new(CacheHeaders::new(&config.cache)),
+                fx_ttl: config.cache.fx_ttl,
+            },
+            admin: AdminTokens::new(config.admin_tokens.clone()),
+            metrics: metrics.clone(),
+            health: HealthState {
+                db,
+                l2,
+                region: config.region.clone().into(),
+            },
+        };
+        let router = routes(state, config.max_body_bytes);
+        let listener =
+            TcpListener::bind(config.listen)
+                .await
+                .map_err(|source| StartError::Bind {
+                    addr: config.listen,
+                    source,
+                })?;
+        Ok(Application {
+            listener,
+            router,
+            shutdown,
+            tasks,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)))
+    }
+
+    /// Serves until `stop` resolves, then drains connections and stops the
+    /// background tasks.
+    pub async fn run_until_stopped(
+        self,
+        stop: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> Result<(), StartError> {
+        let Application {
+            listener,
+            router,
+            shutdown,
+            mut tasks,
+        } = self;
+        let result = axum::serve(listener, router)
+            .with_graceful_shutdown(stop)
+            .await
+            .map_err(StartError::Serve);
+        shutdown.cancel();
+        while tasks.join_next().await.is_some() {}
+        result
+    }
+}
+
+/// The whole HTTP surface of the origin.
+pub fn routes(state: AppState, max_body_bytes: usize) -> Router {
+    Router::new()
+        .merge(catalog::router())
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics_text))
+        .fallback(problem::not_found)
+        .method_not_allowed_fallback(problem::method_not_allowed)
+        .layer(DefaultBodyLimit::max(max_body_bytes))
+        .layer(axum::middleware::from_fn_with_state(
+            state.metrics.clone(),
+            metrics::track_http,
+        ))
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(
+            |_: Box<dyn std::any::Any + Send>| {
+                problem::ApiError::Internal("handler panicked".into()).into_response()
+            },
+        ))
+        .with_state(state)
+}
+
+async fn healthz() -> impl IntoResponse {
+    (
+        [(header::CACHE_CONTROL, "no-store")],
+        axum::Json(serde_json::json!({ "status": "ok" })),
+    )
+}
+
+/// Ready when catalog reads have a path: a usable replica or the primary.
+/// Redis is reported but optional (without it reads are slower, not broken).
+async fn readyz(State(health): State<HealthState>) -> Response {
+    let replicas: Vec<serde_json::Value> = health
+        .db
+        .replicas()
+        .iter()
+        .map(|r| {
+            serde_json::json!({
+                "name": r.name,
+                "usable": r.state.usable(),
+                "lag_seconds": r.state.lag().as_secs_f64(),
+            })
+        })
+        .collect();
+    let any_replica = health.db.replicas().iter().any(|r| r.state.usable());
+    let primary = health.db.primary_reachable().await;
+    let redis = health.l2.as_ref().map(L2::is_available);
+    let ready = any_replica || primary;
+    let body = serde_json::json!({
+        "ready": ready,
+        "region": &*health.region,
+        "primary": primary,
+        "replicas": replicas,
+        "redis": redis,
+    });
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        status,
+        [(header::CACHE_CONTROL, "no-store")],
+        axum::Json(body),
+    )
+        .into_response()
+}
+
+async fn metrics_text(State(metrics): State<Metrics>) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        metrics.render(),
+    )
+}

@@ -1,0 +1,80 @@
+//! The catalog bounded context: products, variants, categories and display
+//! prices.
+//!
+//! - [`handlers`]: the HTTP API (`/v1/products…`, `/v1/categories`, admin writes).
+//! - [`model`]: validated domain types and the JSON views.
+//! - [`store`]: compile-time checked queries.
+//! - [`pricing`]: FX conversion for `?currency=`.
+//! - [`cursor`]: opaque pagination cursors.
+//! - [`seed`]: the deterministic demo catalog (`meridian seed`).
+//!
+//! Reads go L1 → L2 → replica through the [`TieredCache`]; writes go to the
+//! primary and append to the invalidation log in the same transaction.
+
+pub mod cursor;
+pub mod handlers;
+pub mod model;
+pub mod pricing;
+pub mod seed;
+pub mod store;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::http::HeaderValue;
+use axum::routing::{get, post, put};
+
+use crate::app::AppState;
+use crate::cache::TieredCache;
+use crate::config::CacheConfig;
+use crate::db::DbRouter;
+
+/// What catalog handlers need, and nothing else.
+#[derive(Clone)]
+pub struct CatalogState {
+    pub db: DbRouter,
+    pub cache: TieredCache,
+    pub region: HeaderValue,
+    pub headers: Arc<CacheHeaders>,
+    /// How long FX rates are cached.
+    pub fx_ttl: Duration,
+}
+
+/// Precomputed `Cache-Control` values.
+#[derive(Debug)]
+pub struct CacheHeaders {
+    pub found: HeaderValue,
+    pub not_found: HeaderValue,
+    pub list: HeaderValue,
+}
+
+impl CacheHeaders {
+    pub fn new(config: &CacheConfig) -> Self {
+        let s_maxage = config.edge_max_age.as_secs().max(1);
+        let negative = config.negative_ttl.as_secs().max(1);
+        let found = format!(
+            "public, max-age=30, s-maxage={s_maxage}, stale-while-revalidate=30, stale-if-error=86400"
+        );
+        let list = format!(
+            "public, max-age=10, s-maxage={}, stale-while-revalidate=30, stale-if-error=86400",
+            s_maxage.min(30)
+        );
+        let not_found = format!("public, max-age={negative}, s-maxage={negative}");
+        CacheHeaders {
+            found: HeaderValue::from_str(&found).unwrap_or(HeaderValue::from_static("no-cache")),
+            not_found: HeaderValue::from_str(&not_found)
+                .unwrap_or(HeaderValue::from_static("no-cache")),
+            list: HeaderValue::from_str(&list).unwrap_or(HeaderValue::from_static("no-cache")),
+        }
+    }
+}
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/products", get(handlers::list_products))
+        .route("/v1/products/{id}", get(handlers::get_product))
+        .route("/v1/categories", get(handlers::list_categories))
+        .route("/v1/admin/products", post(handlers::create_product))
+        .route("/v1/admin/products/{id}", put(handlers::update_product))
+}

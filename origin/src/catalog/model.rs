@@ -1,0 +1,349 @@
+//! Catalog domain types. Inputs are parsed into types that can only hold
+//! valid values (`Sku`, `Money`, `CurrencyCode`, `ProductId`), so the rest of
+//! the code never re-checks them.
+
+use serde::{Deserialize, Serialize};
+
+use crate::problem::ApiError;
+
+/// Largest price accepted, in minor units (10 billion in a 2-decimal currency).
+pub const MAX_PRICE_MINOR: i64 = 1_000_000_000_000;
+/// Most variants one product may have.
+pub const MAX_VARIANTS: usize = 100;
+
+/// A positive product id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct ProductId(i64);
+
+impl ProductId {
+    pub fn parse(raw: &str) -> Result<Self, ApiError> {
+        match raw.parse::<i64>() {
+            Ok(id) if id > 0 => Ok(ProductId(id)),
+            _ => Err(ApiError::BadRequest(format!(
+                "`{}` is not a product id (a positive integer)",
+                raw.chars().take(40).collect::<String>()
+            ))),
+        }
+    }
+
+    pub fn get(self) -> i64 {
+        self.0
+    }
+}
+
+/// An ISO 4217 currency with a known number of minor units.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CurrencyCode(iso_currency::Currency);
+
+impl CurrencyCode {
+    pub fn parse(code: &str) -> Result<Self, ApiError> {
+        iso_currency::Currency::from_code(code)
+            .filter(|c| c.exponent().is_some())
+            .map(CurrencyCode)
+            .ok_or_else(|| {
+                ApiError::Unprocessable(format!(
+                    "`{}` is not an ISO 4217 currency with minor units",
+                    code.chars().take(10).collect::<String>()
+                ))
+            })
+    }
+
+    pub fn code(self) -> &'static str {
+        self.0.code()
+    }
+
+    /// Digits after the decimal point (USD 2, JPY 0, IQD 3).
+    pub fn exponent(self) -> u32 {
+        u32::from(self.0.exponent().unwrap_or(2))
+    }
+}
+
+/// An amount in integer minor units of a currency.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Money {
+    pub minor: i64,
+    pub currency: CurrencyCode,
+}
+
+impl Money {
+    pub fn new(minor: i64, currency: CurrencyCode) -> Result<Self, ApiError> {
+        if !(0..=MAX_PRICE_MINOR).contains(&minor) {
+            return Err(ApiError::Unprocessable(format!(
+                "price must be between 0 and {MAX_PRICE_MINOR} minor units, got {minor}"
+            )));
+        }
+        Ok(Money { minor, currency })
+    }
+
+    /// `1999` USD → `"19.99"`, `1999` JPY → `"1999"`, `1999` IQD → `"1.999"`.
+    pub fn formatted(self) -> String {
+        let exp = self.currency.exponent();
+        if exp == 0 {
+            return self.minor.to_string();
+        }
+        let scale = 10_i64.pow(exp);
+        format!(
+            "{}.{:0width$}",
+            self.minor / scale,
+            self.minor % scale,
+            width = exp as usize
+        )
+    }
+
+    pub fn view(self) -> PriceView {
+        PriceView {
+            amount_minor: self.minor,
+            currency: self.currency.code().to_string(),
+            formatted: self.formatted(),
+        }
+    }
+}
+
+/// A SKU: 1–64 of `A-Z 0-9 -`, starting with a letter or digit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sku(String);
+
+impl Sku {
+    pub fn parse(raw: &str) -> Result<Self, ApiError> {
+        let ok = !raw.is_empty()
+            && raw.len() <= 64
+            && !raw.starts_with('-')
+            && raw
+                .bytes()
+                .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'-');
+        if ok {
+            Ok(Sku(raw.to_string()))
+        } else {
+            Err(ApiError::Unprocessable(format!(
+                "`{}` is not a SKU (1-64 of A-Z, 0-9 and -)",
+                raw.chars().take(70).collect::<String>()
+            )))
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A category slug (`running-shoes`).
+pub fn parse_slug(raw: &str) -> Result<String, ApiError> {
+    let ok = !raw.is_empty()
+        && raw.len() <= 63
+        && !raw.starts_with('-')
+        && raw
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    if ok {
+        Ok(raw.to_string())
+    } else {
+        Err(ApiError::BadRequest(format!(
+            "`{}` is not a category slug (lowercase letters, digits, -)",
+            raw.chars().take(70).collect::<String>()
+        )))
+    }
+}
+
+fn text(field: &str, raw: &str, max: usize, required: bool) -> Result<String, ApiError> {
+    let value = raw.trim();
+    if required && value.is_empty() {
+        return Err(ApiError::Unprocessable(format!(
+            "`{field}` must not be empty"
+        )));
+    }
+    if value.chars().count() > max {
+        return Err(ApiError::Unprocessable(format!(
+            "`{field}` is longer than {max} characters"
+        )));
+    }
+    if value.chars().any(|c| c.is_control() && c != '\n') {
+        return Err(ApiError::Unprocessable(format!(
+            "`{field}` must not contain control characters"
+        )));
+    }
+    Ok(value.to_string())
+}
+
+/// The admin API's product body, as sent.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProductInput {
+    pub sku: String,
+    pub name: String,
+    pub brand: String,
+    pub category: String,
+    #[serde(default)]
+    pub description: String,
+    pub price: PriceInput,
+    #[serde(default)]
+    pub variants: Vec<VariantInput>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PriceInput {
+    pub amount_minor: i64,
+    pub currency: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VariantInput {
+    pub sku: String,
+    #[serde(default)]
+    pub color: Option<String>,
+    #[serde(default)]
+    pub size: Option<String>,
+    /// Overrides the product price for this variant (same currency).
+    #[serde(default)]
+    pub price_minor: Option<i64>,
+}
+
+/// A product body that passed validation.
+#[derive(Debug, Clone)]
+pub struct NewProduct {
+    pub sku: Sku,
+    pub name: String,
+    pub brand: String,
+    pub category: String,
+    pub description: String,
+    pub price: Money,
+    pub variants: Vec<NewVariant>,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewVariant {
+    pub sku: Sku,
+    pub color: Option<String>,
+    pub size: Option<String>,
+    pub price_minor: Option<i64>,
+}
+
+impl ProductInput {
+    pub fn validate(self) -> Result<NewProduct, ApiError> {
+        let currency = CurrencyCode::parse(&self.price.currency)?;
+        let price = Money::new(self.price.amount_minor, currency)?;
+        if self.variants.len() > MAX_VARIANTS {
+            return Err(ApiError::Unprocessable(format!(
+                "a product has at most {MAX_VARIANTS} variants"
+            )));
+        }
+        let mut variants: Vec<NewVariant> = Vec::with_capacity(self.variants.len());
+        for (i, v) in self.variants.into_iter().enumerate() {
+            let sku = Sku::parse(&v.sku)?;
+            if variants.iter().any(|other| other.sku == sku) {
+                return Err(ApiError::Unprocessable(format!(
+                    "variant SKU `{}` appears twice",
+                    sku.as_str()
+                )));
+            }
+            if let Some(minor) = v.price_minor {
+                Money::new(minor, currency)?;
+            }
+            let color = v
+                .color
+                .map(|c| text(&format!("variants[{i}].color"), &c, 40, true))
+                .transpose()?;
+            let size = v
+                .size
+                .map(|s| text(&format!("variants[{i}].size"), &s, 20, true))
+                .transpose()?;
+            variants.push(NewVariant {
+                sku,
+                color,
+                size,
+                price_minor: v.price_minor,
+            });
+        }
+        Ok(NewProduct {
+            sku: Sku::parse(&self.sku)?,
+            name: text("name", &self.name, 200, true)?,
+            brand: text("brand", &self.brand, 100, true)?,
+            category: parse_slug(&self.category)
+                .map_err(|e| ApiError::Unprocessable(e.to_string()))?,
+            description: text("description", &self.description, 5000, false)?,
+            price,
+            variants,
+        })
+    }
+}
+
+/// A price as shown to shoppers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PriceView {
+    pub amount_minor: i64,
+    pub currency: String,
+    pub formatted: String,
+}
+
+/// A product as served by `GET /v1/products/{id}` (and cached, serialized).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProductView {
+    pub id: i64,
+    pub sku: String,
+    pub name: String,
+    pub brand: String,
+    pub category: String,
+    pub description: String,
+    pub price: PriceView,
+    pub variants: Vec<VariantView>,
+    pub version: i64,
+    pub updated_at: chrono::DateTime<chrono::Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VariantView {
+    pub sku: String,
+    pub color: Option<String>,
+    pub size: Option<String>,
+    pub price: PriceView,
+}
+
+/// One product in a listing.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProductSummary {
+    pub id: i64,
+    pub sku: String,
+    pub name: String,
+    pub brand: String,
+    pub category: String,
+    pub price: PriceView,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CategoryView {
+    pub slug: String,
+    pub name: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn money(minor: i64, code: &str) -> Money {
+        Money::new(minor, CurrencyCode::parse(code).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn formats_with_currency_subunits() {
+        assert_eq!(money(1999, "USD").formatted(), "19.99");
+        assert_eq!(money(5, "EUR").formatted(), "0.05");
+        assert_eq!(money(1999, "JPY").formatted(), "1999");
+        assert_eq!(money(1999, "IQD").formatted(), "1.999");
+        assert_eq!(money(0, "KWD").formatted(), "0.000");
+    }
+
+    #[test]
+    fn rejects_bad_money_and_ids() {
+        let usd = CurrencyCode::parse("USD").unwrap();
+        assert!(Money::new(-1, usd).is_err());
+        assert!(Money::new(MAX_PRICE_MINOR + 1, usd).is_err());
+        assert!(CurrencyCode::parse("XXX").is_err() || CurrencyCode::parse("ZZZ").is_err());
+        assert!(CurrencyCode::parse("usd").is_err());
+        for bad in ["0", "-3", "abc", "1.5", "99999999999999999999", ""] {
+            assert!(ProductId::parse(bad).is_err(), "{bad}");
+        }
+        assert!(Sku::parse("ab").is_err());
+        assert!(Sku::parse("AB-12").is_ok());
+    }
+}

@@ -1,0 +1,289 @@
+//! Catalog queries, compile-time checked (`sqlx::query!`, offline data in
+//! `origin/.sqlx/`). Reads take a [`ReadConn`] (replica or read-only
+//! primary); writes take a transaction from [`WriteDb`](crate::db::WriteDb).
+
+use sqlx::{Postgres, Transaction};
+
+use super::model::{
+    CategoryView, CurrencyCode, Money, NewProduct, PriceView, ProductSummary, ProductView,
+    VariantView,
+};
+use crate::db::ReadConn;
+
+/// Advisory lock key that orders invalidation-log inserts by commit.
+const INVALIDATION_LOCK: i64 = 0x6d65_7269_6469_616e; // "meridian"
+
+#[derive(Debug, serde::Deserialize)]
+struct VariantRow {
+    sku: String,
+    color: Option<String>,
+    size: Option<String>,
+    price_minor: Option<i64>,
+}
+
+/// A stored currency code that is not ISO 4217 is shown as-is with 2 digits
+/// rather than failing the read.
+fn price_view(minor: i64, currency: &str) -> PriceView {
+    match CurrencyCode::parse(currency) {
+        Ok(code) => Money {
+            minor,
+            currency: code,
+        }
+        .view(),
+        Err(_) => PriceView {
+            amount_minor: minor,
+            currency: currency.to_string(),
+            formatted: minor.to_string(),
+        },
+    }
+}
+
+/// One product with its variants, in one query.
+pub async fn product(conn: &ReadConn, id: i64) -> Result<Option<ProductView>, sqlx::Error> {
+    let row = sqlx::query!(
+        r#"
+        select p.id, p.sku, p.name, p.brand, p.category, p.description,
+               p.price_minor, p.currency, p.version, p.updated_at,
+               coalesce((
+                   select json_agg(json_build_object(
+                              'sku', v.sku, 'color', v.color, 'size', v.size,
+                              'price_minor', v.price_minor)
+                          order by v.position, v.sku)
+                   from product_variants v where v.product_id = p.id
+               ), '[]'::json) as "variants!: sqlx::types::Json<Vec<VariantRow>>"
+        from products p
+        where p.id = $1
+        "#,
+        id
+    )
+    .fetch_optional(conn.pool())
+    .await?;
+    Ok(row.map(|r| {
+        let currency = r.currency;
+        ProductView {
+            id: r.id,
+            sku: r.sku,
+            name: r.name,
+            brand: r.brand,
+            category: r.category,
+            description: r.description,
+            price: price_view(r.price_minor, &currency),
+            variants: r
+                .variants
+                .0
+                .into_iter()
+                .map(|v| VariantView {
+                    price: price_view(v.price_minor.unwrap_or(r.price_minor), &currency),
+                    sku: v.sku,
+                    color: v.color,
+                    size: v.size,
+                })
+                .collect(),
+            version: r.version,
+            updated_at: r.updated_at,
+        }
+    }))
+}
+
+/// A page of products ordered by id, optionally in one category.
+pub async fn list_products(
+    conn: &ReadConn,
+    category: Option<&str>,
+    after_id: i64,
+    limit: i64,
+) -> Result<Vec<ProductSummary>, sqlx::Error> {
+    let rows = sqlx::query!(
+        r#"
+        select id, sku, name, brand, category, price_minor, currency
+        from products
+        where ($1::text is null or category = $1) and id > $2
+        order by id
+        limit $3
+        "#,
+        category,
+        after_id,
+        limit
+    )
+    .fetch_all(conn.pool())
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| ProductSummary {
+            id: r.id,
+            sku: r.sku,
+            name: r.name,
+            brand: r.brand,
+            category: r.category,
+            price: price_view(r.price_minor, &r.currency),
+        })
+        .collect())
+}
+
+pub async fn category_exists(conn: &ReadConn, slug: &str) -> Result<bool, sqlx::Error> {
+    let row = sqlx::query_scalar!(
+        r#"select exists(select 1 from categories where slug = $1) as "exists!""#,
+        slug
+    )
+    .fetch_one(conn.pool())
+    .await?;
+    Ok(row)
+}
+
+pub async fn categories(conn: &ReadConn) -> Result<Vec<CategoryView>, sqlx::Error> {
+    let rows = sqlx::query_as!(
+        CategoryView,
+        "select slug, name from categories order by position, slug"
+    )
+    .fetch_all(conn.pool())
+    .await?;
+    Ok(rows)
+}
+
+/// Units of each currency per US dollar, times 10^9.
+pub async fn fx_rates(conn: &ReadConn) -> Result<Vec<(String, i64)>, sqlx::Error> {
+    let rows = sqlx::query!("select currency, per_usd_nanos from fx_rates order by currency")
+        .fetch_all(conn.pool())
+        .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| (r.currency, r.per_usd_nanos))
+        .collect())
+}
+
+/// Inserts a product and its variants; returns the new id.
+pub async fn insert_product(
+    tx: &mut Transaction<'static, Postgres>,
+    product: &NewProduct,
+) -> Result<i64, sqlx::Error> {
+    let id = sqlx::query_scalar!(
+        r#"
+        insert into products (sku, name, brand, category, description, price_minor, currency)
+        values ($1, $2, $3, $4, $5, $6, $7)
+        returning id
+        "#,
+        product.sku.as_str(),
+        product.name,
+        product.brand,
+        product.category,
+        product.description,
+        product.price.minor,
+        product.price.currency.code(),
+    )
+    .fetch_one(&mut **tx)
+    .await?;
+    insert_variants(tx, id, product).await?;
+    Ok(id)
+}
+
+/// Replaces a product and its variants; returns the category it had before,
+/// or `None` if there is no such product.
+pub async fn update_product(
+    tx: &mut Transaction<'static, Postgres>,
+    id: i64,
+    product: &NewProduct,
+) -> Result<Option<String>, sqlx::Error> {
+    let previous =
+        sqlx::query_scalar!("select category from products where id = $1 for update", id)
+            .fetch_optional(&mut **tx)
+            .await?;
+    let Some(previous) = previous else {
+        return Ok(None);
+    };
+    sqlx::query!(
+        r#"
+        update products
+        set sku = $2, name = $3, brand = $4, category = $5, description = $6,
+            price_minor = $7, currency = $8, version = version + 1, updated_at = now()
+        where id = $1
+        "#,
+        id,
+        product.sku.as_str(),
+        product.name,
+        product.brand,
+        product.category,
+        product.description,
+        product.price.minor,
+        product.price.currency.code(),
+    )
+    .execute(&mut **tx)
+    .await?;
+    sqlx::query!("delete from product_variants where product_id = $1", id)
+        .execute(&mut **tx)
+        .await?;
+    insert_variants(tx, id, product).await?;
+    Ok(Some(previous))
+}
+
+async fn insert_variants(
+    tx: &mut Transaction<'static, Postgres>,
+    id: i64,
+    product: &NewProduct,
+) -> Result<(), sqlx::Error> {
+    if product.variants.is_empty() {
+        return Ok(());
+    }
+    let skus: Vec<String> = product
+        .variants
+        .iter()
+        .map(|v| v.sku.as_str().to_string())
+        .collect();
+    let colors: Vec<Option<String>> = product.variants.iter().map(|v| v.color.clone()).collect();
+    let sizes: Vec<Option<String>> = product.variants.iter().map(|v| v.size.clone()).collect();
+    let prices: Vec<Option<i64>> = product.variants.iter().map(|v| v.price_minor).collect();
+    sqlx::query!(
+        r#"
+        insert into product_variants (sku, product_id, position, color, size, price_minor)
+        select v.sku, $1, v.ord::int, v.color, v.size, v.price_minor
+        from unnest($2::text[], $3::text[], $4::text[], $5::bigint[])
+             with ordinality as v(sku, color, size, price_minor, ord)
+        "#,
+        id,
+        &skus,
+        &colors as &[Option<String>],
+        &sizes as &[Option<String>],
+        &prices as &[Option<i64>],
+    )
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Appends cache keys to the invalidation log, in commit order (see
+/// [`INVALIDATION_LOCK`]); call last, right before commit.
+pub async fn log_invalidation(
+    tx: &mut Transaction<'static, Postgres>,
+    keys: &[String],
+) -> Result<(), sqlx::Error> {
+    sqlx::query!("select pg_advisory_xact_lock($1)", INVALIDATION_LOCK)
+        .execute(&mut **tx)
+        .await?;
+    sqlx::query!("insert into catalog_invalidations (keys) values ($1)", keys)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+/// The newest invalidation id (where a tailer starts).
+pub async fn last_invalidation_id(conn: &ReadConn) -> Result<i64, sqlx::Error> {
+    let id =
+        sqlx::query_scalar!(r#"select coalesce(max(id), 0) as "id!" from catalog_invalidations"#)
+            .fetch_one(conn.pool())
+            .await?;
+    Ok(id)
+}
+
+/// Invalidations after `after_id`, oldest first.
+pub async fn invalidations_after(
+    conn: &ReadConn,
+    after_id: i64,
+    limit: i64,
+) -> Result<Vec<(i64, Vec<String>)>, sqlx::Error> {
+    let rows = sqlx::query!(
+        "select id, keys from catalog_invalidations where id > $1 order by id limit $2",
+        after_id,
+        limit
+    )
+    .fetch_all(conn.pool())
+    .await?;
+    Ok(rows.into_iter().map(|r| (r.id, r.keys)).collect())
+}

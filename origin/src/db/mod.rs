@@ -1,0 +1,349 @@
+//! `DbRouter`: PostgreSQL reads and writes routed by operation type.
+//!
+//! - [`DbRouter::read`] gives a [`ReadDb`], which can only reach this
+//!   region's replicas, or the primary through a pool whose sessions are
+//!   `default_transaction_read_only` when no replica is usable.
+//! - [`DbRouter::write`] gives a [`WriteDb`], the only handle on the
+//!   primary's writable pool. Query functions say which one they take, so a
+//!   handler cannot write through a read handle by mistake.
+//! - [`lag`] measures every replica against the primary in the background;
+//!   a replica that is down or further behind than the tolerance is skipped
+//!   until it recovers.
+//! - Read-your-writes: a write returns its commit [`Lsn`]; a read given that
+//!   token is served only by a replica known to have replayed it, else by
+//!   the primary.
+
+pub mod lag;
+pub mod lsn;
+
+use std::future::Future;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{PgPool, Postgres, Transaction};
+
+use crate::config::DatabaseConfig;
+use crate::metrics::Metrics;
+pub use lsn::Lsn;
+
+/// The embedded migrations of the catalog schema.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error("invalid database URL for {which}: {source}")]
+    Url {
+        which: String,
+        #[source]
+        source: sqlx::Error,
+    },
+    #[error("migrations failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error(transparent)]
+    Sqlx(#[from] sqlx::Error),
+}
+
+/// Runs the catalog migrations on the primary.
+pub async fn migrate(primary_url: &str) -> Result<(), DbError> {
+    let options = PgConnectOptions::from_str(primary_url).map_err(|source| DbError::Url {
+        which: "primary".into(),
+        source,
+    })?;
+    let pool = PgPoolOptions::new()
+        .max_connections(1)
+        .connect_with(options)
+        .await?;
+    MIGRATOR.run(&pool).await?;
+    pool.close().await;
+    Ok(())
+}
+
+/// Health and lag of one replica as last measured (lock-free).
+#[derive(Debug, Default)]
+pub struct ReplicaState {
+    up: AtomicBool,
+    within_tolerance: AtomicBool,
+    lag_micros: AtomicU64,
+    replayed: AtomicU64,
+}
+
+impl ReplicaState {
+    pub fn usable(&self) -> bool {
+        self.up.load(Ordering::Acquire) && self.within_tolerance.load(Ordering::Acquire)
+    }
+
+    pub fn replayed(&self) -> Lsn {
+        Lsn(self.replayed.load(Ordering::Acquire))
+    }
+
+    pub fn lag(&self) -> Duration {
+        Duration::from_micros(self.lag_micros.load(Ordering::Acquire))
+    }
+
+    fn mark_down(&self) {
+        self.up.store(false, Ordering::Release);
+    }
+}
+
+#[derive(Debug)]
+pub struct Replica {
+    pub name: String,
+    pool: PgPool,
+    pub state: ReplicaState,
+}
+
+struct Inner {
+    primary: PgPool,
+    primary_read_only: PgPool,
+    replicas: Vec<Replica>,
+    tolerance: Duration,
+    next: AtomicUsize,
+    metrics: Metrics,
+}
+
+/// Routes catalog queries: reads to replicas, writes to the primary.
+#[derive(Clone)]
+pub struct DbRouter {
+    inner: Arc<Inner>,
+}
+
+/// Which server answered a read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ServedBy {
+    Replica(String),
+    Primary,
+}
+
+impl DbRouter {
+    /// Creates the pools. Connections are opened lazily, so an origin starts
+    /// (and serves from what is up) even while a replica is down.
+    pub fn new(config: &DatabaseConfig, region: &str, metrics: Metrics) -> Result<Self, DbError> {
+        let options = |which: &str, url: &str| {
+            PgConnectOptions::from_str(url)
+                .map(|o| o.application_name(&format!("meridian-origin-{region}-{which}")))
+                .map_err(|source| DbError::Url {
+                    which: which.to_string(),
+                    source,
+                })
+        };
+        let pool_options = || {
+            PgPoolOptions::new()
+                .max_connections(config.pool_size)
+                .acquire_timeout(config.acquire_timeout)
+                // A dead connection is detected by the query that uses it,
+                // and reads fail over; a ping before every query would cost a
+                // round trip on the hot path.
+                .test_before_acquire(false)
+        };
+        let primary_options = options("primary", &config.primary_url)?;
+        let primary = pool_options().connect_lazy_with(primary_options.clone());
+        let primary_read_only = pool_options()
+            .connect_lazy_with(primary_options.options([("default_transaction_read_only", "on")]));
+        let mut replicas = Vec::new();
+        for replica in &config.replicas {
+            let pool = pool_options().connect_lazy_with(options(&replica.name, &replica.url)?);
+            replicas.push(Replica {
+                name: replica.name.clone(),
+                pool,
+                state: ReplicaState::default(),
+            });
+        }
+        Ok(DbRouter {
+            inner: Arc::new(Inner {
+                primary,
+                primary_read_only,
+                replicas,
+                tolerance: config.lag_tolerance,
+                next: AtomicUsize::new(0),
+                metrics,
+            }),
+        })
+    }
+
+    /// A read handle: replicas within tolerance, the primary as fallback.
+    pub fn read(&self) -> ReadDb<'_> {
+        self.read_after(None)
+    }
+
+    /// A read handle that only uses servers that have replayed `lsn`.
+    pub fn read_after(&self, lsn: Option<Lsn>) -> ReadDb<'_> {
+        ReadDb {
+            router: self,
+            min_lsn: lsn,
+            purpose: Purpose::Request,
+        }
+    }
+
+    /// A read handle for background work (counted apart from requests).
+    pub fn read_background(&self) -> ReadDb<'_> {
+        ReadDb {
+            router: self,
+            min_lsn: None,
+            purpose: Purpose::Background,
+        }
+    }
+
+    /// The write handle: the primary's writable pool.
+    pub fn write(&self) -> WriteDb<'_> {
+        WriteDb { router: self }
+    }
+
+    pub fn replicas(&self) -> &[Replica] {
+        &self.inner.replicas
+    }
+
+    pub fn tolerance(&self) -> Duration {
+        self.inner.tolerance
+    }
+
+    /// Whether the primary answers a trivial query (for `/readyz`).
+    pub async fn primary_reachable(&self) -> bool {
+        sqlx::query!("select 1 as one")
+            .fetch_one(&self.inner.primary_read_only)
+            .await
+            .is_ok()
+    }
+}
+
+/// A connection source for reads: a replica pool, or the primary's
+/// read-only pool. Query functions that only read take `&ReadConn`.
+#[derive(Clone)]
+pub struct ReadConn(PgPool);
+
+impl ReadConn {
+    pub fn pool(&self) -> &PgPool {
+        &self.0
+    }
+}
+
+/// Why a query runs: the `purpose` label of `meridian_db_queries_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Purpose {
+    Request,
+    Background,
+}
+
+impl Purpose {
+    fn label(self) -> &'static str {
+        match self {
+            Purpose::Request => "request",
+            Purpose::Background => "background",
+        }
+    }
+}
+
+/// The read side of [`DbRouter`].
+pub struct ReadDb<'a> {
+    router: &'a DbRouter,
+    min_lsn: Option<Lsn>,
+    purpose: Purpose,
+}
+
+impl ReadDb<'_> {
+    /// Runs `op` on the first usable server: replicas in round-robin order,
+    /// then the primary. A connection-level failure on a replica marks it
+    /// down and the read moves on to the next server, so a replica dying
+    /// mid-flight costs a retry, not a failed request.
+    pub async fn run<T, F, Fut>(&self, op: F) -> Result<(T, ServedBy), sqlx::Error>
+    where
+        F: Fn(ReadConn) -> Fut,
+        Fut: Future<Output = Result<T, sqlx::Error>>,
+    {
+        let inner = &self.router.inner;
+        let count = inner.replicas.len();
+        let start = if count > 0 {
+            inner.next.fetch_add(1, Ordering::Relaxed) % count
+        } else {
+            0
+        };
+        for offset in 0..count {
+            let replica = &inner.replicas[(start + offset) % count];
+            if !replica.state.usable() {
+                continue;
+            }
+            if let Some(min) = self.min_lsn
+                && replica.state.replayed() < min
+            {
+                continue;
+            }
+            inner
+                .metrics
+                .db_queries
+                .with_label_values(&["replica", replica.name.as_str(), self.purpose.label()])
+                .inc();
+            match op(ReadConn(replica.pool.clone())).await {
+                Ok(value) => return Ok((value, ServedBy::Replica(replica.name.clone()))),
+                Err(error) if is_failover_error(&error) => {
+                    tracing::warn!(replica = %replica.name, %error, "replica failed; failing over");
+                    replica.state.mark_down();
+                    inner
+                        .metrics
+                        .replica_usable
+                        .with_label_values(&[replica.name.as_str()])
+                        .set(0);
+                }
+                Err(error) => return Err(error),
+            }
+        }
+        inner
+            .metrics
+            .db_queries
+            .with_label_values(&["primary", "primary", self.purpose.label()])
+            .inc();
+        let value = op(ReadConn(inner.primary_read_only.clone())).await?;
+        Ok((value, ServedBy::Primary))
+    }
+}
+
+/// The write side of [`DbRouter`]: the primary only.
+pub struct WriteDb<'a> {
+    router: &'a DbRouter,
+}
+
+impl WriteDb<'_> {
+    pub async fn begin(&self) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
+        self.router
+            .inner
+            .metrics
+            .db_queries
+            .with_label_values(&["primary", "primary", "request"])
+            .inc();
+        self.router.inner.primary.begin().await
+    }
+
+    /// Commits `tx` and returns a WAL position at or after its commit
+    /// record: the read-your-writes token.
+    pub async fn commit(&self, tx: Transaction<'static, Postgres>) -> Result<Lsn, sqlx::Error> {
+        tx.commit().await?;
+        let text = sqlx::query_scalar!(r#"select pg_current_wal_insert_lsn()::text as "lsn!""#)
+            .fetch_one(&self.router.inner.primary)
+            .await?;
+        text.parse::<Lsn>()
+            .map_err(|e| sqlx::Error::Decode(Box::new(e)))
+    }
+}
+
+/// Errors that say "this server is unreachable or cannot serve now", as
+/// opposed to an error in the query itself.
+pub fn is_failover_error(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(db) => {
+            // 57P01 admin_shutdown, 57P02 crash_shutdown, 57P03
+            // cannot_connect_now, 40001 conflict with recovery on a standby.
+            matches!(
+                db.code().as_deref(),
+                Some("57P01" | "57P02" | "57P03" | "40001")
+            )
+        }
+        _ => false,
+    }
+}

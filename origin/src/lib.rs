@@ -1,0 +1,31 @@
+//! Meridian's origin: the axum services behind the regional edge.
+//!
+//! Layout:
+//! - [`app`]: `Application::build` / `run_until_stopped`, the router, health
+//!   and metrics endpoints.
+//! - [`config`]: the typed, validated configuration.
+//! - [`catalog`]: the catalog bounded context (products, categories, prices).
+//! - [`cache`]: the tiered cache — L1 moka, L2 Redis — with single-flight.
+//! - [`db`]: `DbRouter` (reads to replicas, writes to the primary), replica
+//!   lag monitoring, read-your-writes tokens, migrations.
+//! - [`invalidation`]: tailing the invalidation log and the Redis channel.
+//! - [`auth`]: admin bearer tokens.
+//! - [`metrics`]: the Prometheus registry and HTTP middleware.
+//! - [`problem`]: RFC 9457 errors and rejection-mapping extractors.
+//!
+//! Architecture invariant: the origin never depends on the edge crate.
+
+#![forbid(unsafe_code)]
+
+pub mod app;
+pub mod auth;
+pub mod cache;
+pub mod catalog;
+pub mod config;
+pub mod db;
+pub mod invalidation;
+pub mod metrics;
+pub mod problem;
+
+pub use app::Application;
+pub use config::OriginConfig;

@@ -1,0 +1,111 @@
+//! The `meridian` subcommands. Each lives in its own module; this one holds
+//! the argument definitions and the dispatch.
+//!
+//! - [`up`]: start the local multi-region stack.
+//! - [`seed`]: load the deterministic demo catalog.
+//! - [`origin`]: run one origin process from a config file.
+
+pub mod origin;
+pub mod seed;
+pub mod up;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "meridian",
+    version,
+    about = "Run and operate the Meridian multi-region stack"
+)]
+pub struct Cli {
+    /// Log as JSON lines (production) instead of human-readable text.
+    #[arg(long, global = true, env = "MERIDIAN_LOG_JSON")]
+    pub log_json: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Start the whole local stack (PostgreSQL primary and replicas, Redis,
+    /// origins) for every region; Ctrl-C stops everything.
+    Up(up::UpArgs),
+    /// Load the deterministic demo catalog into an empty catalog.
+    Seed(seed::SeedArgs),
+    /// Run one origin from a config file (what `up` starts per region).
+    Origin(origin::OriginArgs),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error(transparent)]
+    Launch(#[from] crate::launcher::LaunchError),
+    #[error(transparent)]
+    Topology(#[from] meridian_topology::TopologyError),
+    #[error(transparent)]
+    StackFile(#[from] crate::stack_file::StackFileError),
+    #[error(transparent)]
+    Config(#[from] meridian_origin::config::ConfigError),
+    #[error(transparent)]
+    Start(#[from] meridian_origin::app::StartError),
+    #[error(transparent)]
+    Db(#[from] meridian_origin::db::DbError),
+    #[error(transparent)]
+    Seed(#[from] meridian_origin::catalog::seed::SeedError),
+    #[error("{0}")]
+    Other(String),
+}
+
+pub fn run(cli: Cli) -> Result<(), CliError> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| CliError::Other(format!("cannot start the async runtime: {e}")))?;
+    match cli.command {
+        Command::Up(args) => runtime.block_on(up::run(args)),
+        Command::Seed(args) => runtime.block_on(seed::run(args)),
+        Command::Origin(args) => runtime.block_on(origin::run(args)),
+    }
+}
+
+pub fn init_tracing(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("MERIDIAN_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn,fred=warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+/// The topology from `dir`, or the shipped one (embedded) when `dir` is
+/// `None` and `regions/topology` is not in the working directory.
+pub fn load_topology(dir: Option<&PathBuf>) -> Result<meridian_topology::Topology, CliError> {
+    let local = PathBuf::from(meridian_topology::DEFAULT_TOPOLOGY_DIR);
+    Ok(match dir {
+        Some(dir) => meridian_topology::Topology::load_dir(dir)?,
+        None if local.is_dir() => meridian_topology::Topology::load_dir(&local)?,
+        None => meridian_topology::Topology::embedded()?,
+    })
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub async fn stop_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate => {}
+    }
+}

@@ -1,0 +1,106 @@
+//! `.meridian/stack.json`: what a running local stack looks like from the
+//! outside — the admin token, every region's endpoints, and the pid of every
+//! process started for it. Tools (`meridian seed`, later `status`, `degrade`)
+//! and tests read it; `meridian up` writes it and removes it on exit.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// Where `meridian up` writes the stack file, relative to the working directory.
+pub const DEFAULT_PATH: &str = ".meridian/stack.json";
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StackFile {
+    /// Bearer token for every admin API of the local stack.
+    pub admin_token: String,
+    pub home_region: String,
+    /// Where the servers keep their data and logs.
+    pub data_dir: PathBuf,
+    /// The catalog primary (in the home region).
+    pub catalog_primary: String,
+    pub regions: BTreeMap<String, RegionEndpoints>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RegionEndpoints {
+    /// Base URL of the region's origin.
+    pub origin: String,
+    /// Base URLs of the region's edge (added when the edge exists).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub edge: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub edge_admin: Option<String>,
+    pub postgres: PostgresEndpoints,
+    pub redis: String,
+    /// Process name → pid, for every process started for this region.
+    pub pids: BTreeMap<String, u32>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PostgresEndpoints {
+    /// The catalog primary this region writes to.
+    pub primary: String,
+    /// Replica name → URL of this region's replicas.
+    pub replicas: BTreeMap<String, String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StackFileError {
+    #[error("{path}: {source} (is a stack running? start one with `meridian up`)")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: not a stack file: {source}")]
+    Parse {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("{path}: cannot write: {source}")]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl StackFile {
+    pub fn read(path: &Path) -> Result<Self, StackFileError> {
+        let text = std::fs::read_to_string(path).map_err(|source| StackFileError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        serde_json::from_str(&text).map_err(|source| StackFileError::Parse {
+            path: path.to_path_buf(),
+            source,
+        })
+    }
+
+    /// Writes atomically (temporary file, then rename).
+    pub fn write(&self, path: &Path) -> Result<(), StackFileError> {
+        let error = |source| StackFileError::Write {
+            path: path.to_path_buf(),
+            source,
+        };
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(error)?;
+        }
+        let text = serde_json::to_string_pretty(self).map_err(|e| error(e.into()))?;
+        let temp = path.with_extension("json.tmp");
+        std::fs::write(&temp, text).map_err(error)?;
+        std::fs::rename(&temp, path).map_err(error)
+    }
+
+    /// Pids in this file that still belong to a running process.
+    pub fn live_pids(&self) -> Vec<u32> {
+        self.regions
+            .values()
+            .flat_map(|r| r.pids.values().copied())
+            .filter(|pid| Path::new(&format!("/proc/{pid}")).exists())
+            .collect()
+    }
+}

@@ -1,0 +1,236 @@
+//! Shared test plumbing: a real local stack from the launcher (throwaway
+//! PostgreSQL primary, streaming replicas, Redis on free ports), origins
+//! built in-process on port 0 through the same `Application::build` as
+//! `main`, and small HTTP and metrics helpers.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use meridian_origin::Application;
+use meridian_origin::config::OriginConfig;
+use meridian_regions::LocalStack;
+use meridian_regions::local::origin_config;
+use meridian_topology::Topology;
+use sqlx::Connection;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+pub const TOKEN: &str = "test-admin-token-0123456789";
+pub const HOME: &str = "us-east";
+
+pub struct TestStack {
+    pub stack: LocalStack,
+    pub topology: Topology,
+}
+
+impl TestStack {
+    /// Starts `regions` (home region always included) with `home_replicas`
+    /// replicas in the home region, migrates and seeds `products` products.
+    pub async fn start(regions: &[&str], home_replicas: usize, products: u64) -> TestStack {
+        let mut names: Vec<String> = regions.iter().map(|r| r.to_string()).collect();
+        if !names.iter().any(|n| n == HOME) {
+            names.push(HOME.to_string());
+        }
+        let mut topology = Topology::embedded()
+            .expect("shipped topology")
+            .restrict(&names)
+            .expect("regions")
+            .with_ephemeral_ports();
+        let mut home = topology.home().spec.clone();
+        let template = home.catalog.replicas[0].clone();
+        home.catalog.replicas = (1..=home_replicas)
+            .map(|i| {
+                let mut replica = template.clone();
+                replica.name = format!("{HOME}-replica-{i}");
+                replica
+            })
+            .collect();
+        topology = topology.with_region(home).expect("replicas");
+        let stack = {
+            let topology = topology.clone();
+            tokio::task::spawn_blocking(move || LocalStack::start_temporary(&topology))
+                .await
+                .expect("launcher task")
+                .expect("local stack starts")
+        };
+        meridian_origin::db::migrate(&stack.primary_url())
+            .await
+            .expect("migrations");
+        meridian_origin::catalog::seed::seed(&stack.primary_url(), products, false)
+            .await
+            .expect("seed");
+        let stack = tokio::task::spawn_blocking(move || {
+            stack.wait_replicas_caught_up().expect("replicas catch up");
+            stack
+        })
+        .await
+        .expect("catch-up task");
+        TestStack { stack, topology }
+    }
+
+    /// The origin config the local stack would use, on a free port.
+    pub fn origin_config(&self, region: &str) -> OriginConfig {
+        let region = self.topology.region(region).expect("region");
+        let mut config = origin_config(
+            &self.stack,
+            region,
+            SocketAddr::from(([127, 0, 0, 1], 0)),
+            TOKEN,
+        );
+        config.cache.invalidation_poll = Duration::from_millis(50);
+        config
+    }
+
+    pub async fn origin(&self, region: &str) -> TestOrigin {
+        TestOrigin::start(self.origin_config(region)).await
+    }
+
+    /// A direct connection to a replica of the home region (by index).
+    pub async fn replica_conn(&self, index: usize) -> sqlx::PgConnection {
+        let replica = &self.stack.region(HOME).expect("home").replicas[index];
+        sqlx::PgConnection::connect(&replica.url("meridian"))
+            .await
+            .expect("connect to replica")
+    }
+
+    pub async fn primary_conn(&self) -> sqlx::PgConnection {
+        sqlx::PgConnection::connect(&self.stack.primary_url())
+            .await
+            .expect("connect to primary")
+    }
+}
+
+/// One origin running in this process.
+pub struct TestOrigin {
+    pub url: String,
+    pub client: reqwest::Client,
+    stop: CancellationToken,
+    handle: Option<JoinHandle<()>>,
+}
+
+impl TestOrigin {
+    pub async fn start(config: OriginConfig) -> TestOrigin {
+        let app = Application::build(config).await.expect("origin builds");
+        let url = format!("http://{}", app.local_addr());
+        let stop = CancellationToken::new();
+        let signal = stop.clone();
+        let handle = tokio::spawn(async move {
+            app.run_until_stopped(async move { signal.cancelled().await })
+                .await
+                .expect("origin runs");
+        });
+        let origin = TestOrigin {
+            url,
+            client: reqwest::Client::new(),
+            stop,
+            handle: Some(handle),
+        };
+        origin
+            .wait_for(
+                "replicas and redis usable",
+                Duration::from_secs(10),
+                |body| body.contains("\"usable\":true") && !body.contains("\"redis\":false"),
+            )
+            .await;
+        origin
+    }
+
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.client
+            .get(format!("{}{path}", self.url))
+            .send()
+            .await
+            .expect("request sent")
+    }
+
+    pub async fn put_product(&self, id: i64, body: &serde_json::Value) -> reqwest::Response {
+        self.client
+            .put(format!("{}/v1/admin/products/{id}", self.url))
+            .bearer_auth(TOKEN)
+            .json(body)
+            .send()
+            .await
+            .expect("request sent")
+    }
+
+    /// Polls `/readyz` until `check` accepts its body.
+    pub async fn wait_for(&self, what: &str, timeout: Duration, check: impl Fn(&str) -> bool) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(response) = self.client.get(format!("{}/readyz", self.url)).send().await
+                && let Ok(body) = response.text().await
+                && check(&body)
+            {
+                return;
+            }
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    /// Sum of a metric over the series whose labels include all of `labels`.
+    pub async fn metric(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        let text = self.get("/metrics").await.text().await.expect("metrics");
+        text.lines()
+            .filter(|line| !line.starts_with('#'))
+            .filter_map(|line| {
+                let (series, value) = line.rsplit_once(' ')?;
+                let (metric, rest) = series.split_once('{').unwrap_or((series, ""));
+                if metric != name {
+                    return None;
+                }
+                let all = labels
+                    .iter()
+                    .all(|(k, v)| rest.contains(&format!("{k}=\"{v}\"")));
+                all.then(|| value.parse::<f64>().ok()).flatten()
+            })
+            .sum()
+    }
+
+    pub async fn stop(mut self) {
+        self.stop.cancel();
+        if let Some(handle) = self.handle.take() {
+            let _ = handle.await;
+        }
+    }
+}
+
+impl Drop for TestOrigin {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+/// A valid product body for the admin API.
+pub fn product_body(sku: &str, name: &str, category: &str, price: i64) -> serde_json::Value {
+    serde_json::json!({
+        "sku": sku,
+        "name": name,
+        "brand": "Testbrand",
+        "category": category,
+        "description": "made by a test",
+        "price": { "amount_minor": price, "currency": "USD" },
+        "variants": [ { "sku": format!("{sku}-RED-M"), "color": "RED", "size": "M" } ]
+    })
+}
+
+/// The name of product `id` as served at `path` (a JSON product body).
+pub async fn product_name(origin: &TestOrigin, path: &str) -> String {
+    let response = origin.get(path).await;
+    assert_eq!(response.status(), 200, "GET {path}");
+    let body: serde_json::Value = response.json().await.expect("json");
+    body["name"].as_str().expect("name").to_string()
+}
+
+/// Polls until `f` returns true or the timeout passes.
+pub async fn eventually<F, Fut>(what: &str, timeout: Duration, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    while !f().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

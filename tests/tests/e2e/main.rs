@@ -1,0 +1,11 @@
+//! End-to-end tests of the origin against real PostgreSQL (primary and
+//! streaming replicas) and Redis servers started by the launcher. One test
+//! binary with modules keeps link times down.
+
+// Test code: a failed expectation is a failed test.
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
+mod bad_input;
+mod cache;
+mod helpers;
+mod replicas;
