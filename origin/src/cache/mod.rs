@@ -210,7 +210,8 @@ impl TieredCache {
         Fut: Future<Output = Result<Option<Loaded>, E>>,
         E: Send + Sync + 'static,
     {
-        if let Some(entry) = self.l1.get(key).await {
+        let l1_enabled = self.config.l1_max_bytes > 0;
+        if l1_enabled && let Some(entry) = self.l1.get(key).await {
             self.count(
                 "l1",
                 if entry.body().is_some() {
@@ -265,9 +266,10 @@ impl TieredCache {
             self.count("l1", "coalesced");
             return Ok((entry, Tier::L1));
         }
-        if self.epoch.load(Ordering::Acquire) != started_epoch {
-            // An invalidation ran while this value was loading: serve it to
-            // the callers that waited, but do not keep it.
+        if !l1_enabled || self.epoch.load(Ordering::Acquire) != started_epoch {
+            // L1 is off, or an invalidation ran while this value was loading:
+            // serve it to the callers that waited (single-flight), but do not
+            // keep it.
             self.l1.invalidate(key).await;
         }
         Ok((entry, tier))

@@ -1,0 +1,122 @@
+//! The `meridian` binary end to end: `up` starts a real two-region stack,
+//! writes the stack file, serves, and stops every process on SIGINT; bad
+//! topology files are refused with the file and field named.
+
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use meridian_regions::stack_file::StackFile;
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+const BIN: &str = env!("CARGO_BIN_EXE_meridian");
+
+fn alive(pid: u32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+        && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .unwrap_or_default()
+            .contains(") Z ")
+}
+
+#[test]
+fn up_serves_two_regions_and_stops_everything_on_ctrl_c() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(BIN)
+        .args(["up", "--regions", "us-east,eu-west", "--products", "200"])
+        .args(["--admin-token", "cli-test-admin-token-0001"])
+        .current_dir(dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("meridian up starts");
+    let stack_path = dir.path().join(".meridian/stack.json");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !stack_path.exists() {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "meridian up exited early"
+        );
+        assert!(Instant::now() < deadline, "no stack file within 120 s");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let stack = StackFile::read(&stack_path).expect("stack file parses");
+    assert_eq!(stack.admin_token, "cli-test-admin-token-0001");
+    assert_eq!(stack.home_region, "us-east");
+    assert_eq!(
+        stack.regions.keys().collect::<Vec<_>>(),
+        ["eu-west", "us-east"]
+    );
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    for region in stack.regions.values() {
+        for name in ["origin", "redis"] {
+            assert!(region.pids.contains_key(name), "{name} pid listed");
+        }
+        assert!(!region.postgres.replicas.is_empty());
+        let url = format!("{}/v1/products/1", region.origin);
+        let status = runtime.block_on(async { reqwest::get(&url).await.map(|r| r.status()) });
+        assert_eq!(status.expect("origin answers").as_u16(), 200, "{url}");
+    }
+    assert!(
+        stack.regions["us-east"]
+            .pids
+            .contains_key("postgres-primary")
+    );
+    let pids: Vec<u32> = stack
+        .regions
+        .values()
+        .flat_map(|r| r.pids.values().copied())
+        .collect();
+    assert!(pids.iter().all(|pid| alive(*pid)));
+
+    // Seeding a running, seeded stack is refused with a clear message.
+    let seed = Command::new(BIN)
+        .args(["seed", "--products", "10"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(!seed.status.success());
+    assert!(String::from_utf8_lossy(&seed.stderr).contains("already has 200 products"));
+
+    kill(Pid::from_raw(child.id() as i32), Signal::SIGINT).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "meridian up did not stop");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(status.success(), "{status}");
+    for pid in pids {
+        assert!(!alive(pid), "process {pid} outlived the stack");
+    }
+    assert!(!stack_path.exists(), "stack file removed on exit");
+}
+
+#[test]
+fn a_bad_region_file_is_refused_with_file_and_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let topology = Path::new(env!("CARGO_MANIFEST_DIR")).join("topology");
+    for entry in std::fs::read_dir(&topology).unwrap() {
+        let path = entry.unwrap().path();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let text = text.replace(
+            "replica_lag_tolerance = \"200ms\"",
+            "replica_lag_tolerance = \"0s\"",
+        );
+        std::fs::write(dir.path().join(path.file_name().unwrap()), text).unwrap();
+    }
+    let output = Command::new(BIN)
+        .args(["up", "--topology"])
+        .arg(dir.path())
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("eu-west.toml"), "{stderr}");
+    assert!(stderr.contains("`replica_lag_tolerance`"), "{stderr}");
+}

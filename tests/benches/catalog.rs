@@ -1,0 +1,205 @@
+//! Benchmark of `GET /v1/products/{id}` on one origin at an L1 hit, an L2
+//! hit and a replica read, beside a bare axum handler returning the same
+//! bytes. Servers (this process and the PostgreSQL/Redis it starts) are
+//! pinned to CPU 0, `wrk` to CPU 1, as in `../shared/peers/README.md`.
+//!
+//! Run with `tests/benches/catalog.sh` (installs wrk) or
+//! `cargo bench -p meridian-tests --bench catalog`.
+//! `BENCH_SECONDS` (default 10) and `BENCH_RUNS` (default 3) tune it.
+
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
+use std::process::Command;
+use std::time::Duration;
+
+use axum::Router;
+use axum::http::header;
+use axum::routing::get;
+use meridian_origin::Application;
+use meridian_regions::LocalStack;
+use meridian_regions::local::origin_config;
+use meridian_topology::Topology;
+
+struct Figures {
+    rps: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+}
+
+fn env_u64(name: &str, default: u64) -> u64 {
+    #[allow(clippy::disallowed_methods)] // a bench knob, not service config
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn parse_duration_ms(text: &str) -> f64 {
+    let (number, unit) = text
+        .find(|c: char| c.is_ascii_alphabetic())
+        .map(|i| text.split_at(i))
+        .unwrap_or((text, "s"));
+    let value: f64 = number.parse().unwrap_or(f64::NAN);
+    match unit {
+        "us" => value / 1000.0,
+        "ms" => value,
+        "s" => value * 1000.0,
+        _ => f64::NAN,
+    }
+}
+
+fn wrk(url: &str, seconds: u64) -> Figures {
+    let output = Command::new("taskset")
+        .args([
+            "-c",
+            "1",
+            "wrk",
+            "-t1",
+            "-c64",
+            &format!("-d{seconds}s"),
+            "--latency",
+            url,
+        ])
+        .output()
+        .expect("wrk runs (apt-get install wrk)");
+    let text = String::from_utf8_lossy(&output.stdout);
+    let mut figures = Figures {
+        rps: f64::NAN,
+        p50_ms: f64::NAN,
+        p99_ms: f64::NAN,
+    };
+    for line in text.lines().map(str::trim) {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        match fields.as_slice() {
+            ["Requests/sec:", rps] => figures.rps = rps.parse().unwrap_or(f64::NAN),
+            ["50%", latency] => figures.p50_ms = parse_duration_ms(latency),
+            ["99%", latency] => figures.p99_ms = parse_duration_ms(latency),
+            _ => {}
+        }
+    }
+    if text.contains("Non-2xx") {
+        panic!("{url} answered errors under load:\n{text}");
+    }
+    figures
+}
+
+async fn measure(name: &str, url: String, seconds: u64, runs: u64) -> Figures {
+    let warm = url.clone();
+    tokio::task::spawn_blocking(move || wrk(&warm, 3))
+        .await
+        .unwrap();
+    let mut all = Vec::new();
+    for _ in 0..runs {
+        let url = url.clone();
+        all.push(
+            tokio::task::spawn_blocking(move || wrk(&url, seconds))
+                .await
+                .unwrap(),
+        );
+    }
+    all.sort_by(|a, b| a.rps.total_cmp(&b.rps));
+    let median = all.swap_remove(all.len() / 2);
+    println!(
+        "{name:<34} {:>10.0} req/s   p50 {:>6.2} ms   p99 {:>6.2} ms",
+        median.rps, median.p50_ms, median.p99_ms
+    );
+    median
+}
+
+fn main() {
+    let mut cpus = nix::sched::CpuSet::new();
+    cpus.set(0).expect("cpu 0");
+    nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &cpus).expect("pin to cpu 0");
+    let seconds = env_u64("BENCH_SECONDS", 10);
+    let runs = env_u64("BENCH_RUNS", 3).max(1);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(run(seconds, runs));
+}
+
+async fn run(seconds: u64, runs: u64) {
+    let topology = Topology::embedded()
+        .unwrap()
+        .restrict(&["us-east".to_string()])
+        .unwrap()
+        .with_ephemeral_ports();
+    let stack = {
+        let topology = topology.clone();
+        tokio::task::spawn_blocking(move || LocalStack::start_temporary(&topology))
+            .await
+            .unwrap()
+            .expect("stack")
+    };
+    meridian_origin::db::migrate(&stack.primary_url())
+        .await
+        .unwrap();
+    meridian_origin::catalog::seed::seed(&stack.primary_url(), 1000, false)
+        .await
+        .unwrap();
+    let stack = tokio::task::spawn_blocking(move || {
+        stack.wait_replicas_caught_up().unwrap();
+        stack
+    })
+    .await
+    .unwrap();
+    let region = topology.home();
+    let any_port = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+    let base = origin_config(&stack, region, any_port, "bench-admin-token-0123456789");
+
+    let mut l2_only = base.clone();
+    l2_only.cache.l1_max_bytes = 0;
+    let mut replica_only = l2_only.clone();
+    replica_only.redis_url = None;
+
+    let mut urls = Vec::new();
+    for config in [base, l2_only, replica_only] {
+        let app = Application::build(config).await.expect("origin");
+        urls.push(format!("http://{}/v1/products/1", app.local_addr()));
+        tokio::spawn(app.run_until_stopped(std::future::pending()));
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let client = reqwest::Client::new();
+    let mut body = Vec::new();
+    for url in &urls {
+        let response = client.get(url).send().await.expect("warm-up");
+        assert_eq!(response.status(), 200, "{url}");
+        body = response.bytes().await.unwrap().to_vec();
+    }
+    let bare_body = bytes_of(body);
+    let bare = Router::new().route(
+        "/v1/products/{id}",
+        get(move || {
+            let body = bare_body.clone();
+            async move { ([(header::CONTENT_TYPE, "application/json")], body) }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind(any_port).await.unwrap();
+    let bare_url = format!("http://{}/v1/products/1", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, bare).await });
+
+    println!(
+        "GET /v1/products/1, wrk -t1 -c64 -d{seconds}s pinned to CPU 1, servers on CPU 0, median of {runs}\n"
+    );
+    let bare = measure("bare axum, same bytes", bare_url, seconds, runs).await;
+    let l1 = measure("origin, L1 hit", urls[0].clone(), seconds, runs).await;
+    measure("origin, L2 hit (L1 off)", urls[1].clone(), seconds, runs).await;
+    measure(
+        "origin, replica read (no cache)",
+        urls[2].clone(),
+        seconds,
+        runs,
+    )
+    .await;
+    println!(
+        "\nL1 hit / bare handler = {:.2}x throughput (goal >= 0.80x)",
+        l1.rps / bare.rps
+    );
+    drop(stack);
+}
+
+fn bytes_of(body: Vec<u8>) -> axum::body::Bytes {
+    axum::body::Bytes::from(body)
+}
