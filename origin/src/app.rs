@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, FromRef, State};
+use axum::extract::{FromRef, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::auth::AdminTokens;
 use crate::cache::{L2, TieredCache};
-use crate::catalog::{self, CacheHeaders, CatalogState};
+use crate::catalog::{self, CacheHeaders, CatalogContext, CatalogState};
 use crate::config::OriginConfig;
 use crate::db::DbRouter;
 use crate::invalidation::{self, Tailer};
@@ -44,9 +44,12 @@ pub enum StartError {
     Serve(#[source] std::io::Error),
 }
 
-/// The router's state; handlers take the narrow sub-state they need.
+/// The router's state; handlers take the narrow sub-state they need. One
+/// `Arc`, because axum clones the state for every request.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<AppParts>);
+
+pub struct AppParts {
     pub catalog: CatalogState,
     pub admin: AdminTokens,
     pub metrics: Metrics,
@@ -54,7 +57,9 @@ pub struct AppState {
 }
 
 #[derive(Clone)]
-pub struct HealthState {
+pub struct HealthState(Arc<HealthContext>);
+
+pub struct HealthContext {
     pub db: DbRouter,
     pub l2: Option<L2>,
     pub region: Arc<str>,
@@ -62,25 +67,25 @@ pub struct HealthState {
 
 impl FromRef<AppState> for CatalogState {
     fn from_ref(state: &AppState) -> Self {
-        state.catalog.clone()
+        state.0.catalog.clone()
     }
 }
 
 impl FromRef<AppState> for AdminTokens {
     fn from_ref(state: &AppState) -> Self {
-        state.admin.clone()
+        state.0.admin.clone()
     }
 }
 
 impl FromRef<AppState> for Metrics {
     fn from_ref(state: &AppState) -> Self {
-        state.metrics.clone()
+        state.0.metrics.clone()
     }
 }
 
 impl FromRef<AppState> for HealthState {
     fn from_ref(state: &AppState) -> Self {
-        state.health.clone()
+        state.0.health.clone()
     }
 }
 
@@ -141,22 +146,22 @@ impl Application {
                 problem: "must be a valid header value".into(),
             }
         })?;
-        let state = AppState {
-            catalog: CatalogState {
+        let state = AppState(Arc::new(AppParts {
+            catalog: CatalogState::new(CatalogContext {
                 db: db.clone(),
                 cache,
                 region: region_header,
-                headers: Arc::new(CacheHeaders::new(&config.cache)),
+                headers: CacheHeaders::new(&config.cache),
                 fx_ttl: config.cache.fx_ttl,
-            },
+            }),
             admin: AdminTokens::new(config.admin_tokens.clone()),
             metrics: metrics.clone(),
-            health: HealthState {
+            health: HealthState(Arc::new(HealthContext {
                 db,
                 l2,
                 region: config.region.clone().into(),
-            },
-        };
+            })),
+        }));
         let router = routes(state, config.max_body_bytes);
         let listener =
             TcpListener::bind(config.listen)
@@ -204,17 +209,13 @@ impl Application {
 /// The whole HTTP surface of the origin.
 pub fn routes(state: AppState, max_body_bytes: usize) -> Router {
     Router::new()
-        .merge(catalog::router())
+        .merge(catalog::router(max_body_bytes))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
         .fallback(problem::not_found)
         .method_not_allowed_fallback(problem::method_not_allowed)
-        .layer(DefaultBodyLimit::max(max_body_bytes))
-        .layer(axum::middleware::from_fn_with_state(
-            state.metrics.clone(),
-            metrics::track_http,
-        ))
+        .layer(metrics::HttpMetricsLayer::new(state.0.metrics.clone()))
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(
             |_: Box<dyn std::any::Any + Send>| {
                 problem::ApiError::Internal("handler panicked".into()).into_response()
@@ -232,7 +233,7 @@ async fn healthz() -> impl IntoResponse {
 
 /// Ready when catalog reads have a path: a usable replica or the primary.
 /// Redis is reported but optional (without it reads are slower, not broken).
-async fn readyz(State(health): State<HealthState>) -> Response {
+async fn readyz(State(HealthState(health)): State<HealthState>) -> Response {
     let replicas: Vec<serde_json::Value> = health
         .db
         .replicas()

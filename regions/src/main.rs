@@ -4,6 +4,11 @@
 
 use clap::Parser;
 
+/// mimalloc: the origin's request path allocates small, short-lived
+/// buffers; glibc malloc was ~11 % of an L1-hit profile.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> std::process::ExitCode {
     let cli = meridian_regions::cli::Cli::parse();
     meridian_regions::cli::init_tracing(cli.log_json);

@@ -13,12 +13,17 @@ use std::process::Command;
 use std::time::Duration;
 
 use axum::Router;
-use axum::http::header;
+use axum::http::{HeaderMap, header};
 use axum::routing::get;
 use meridian_origin::Application;
 use meridian_regions::LocalStack;
 use meridian_regions::local::origin_config;
 use meridian_topology::Topology;
+
+/// The same allocator as the `meridian` binary, for the origin and the
+/// bare handler alike.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 struct Figures {
     rps: f64,
@@ -163,27 +168,55 @@ async fn run(seconds: u64, runs: u64) {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let client = reqwest::Client::new();
     let mut body = Vec::new();
+    let mut headers = HeaderMap::new();
     for url in &urls {
         let response = client.get(url).send().await.expect("warm-up");
         assert_eq!(response.status(), 200, "{url}");
+        headers = response.headers().clone();
         body = response.bytes().await.unwrap().to_vec();
     }
-    let bare_body = bytes_of(body);
+    headers.remove(header::DATE);
+    headers.remove(header::CONTENT_LENGTH);
+    let bare_body = axum::body::Bytes::from(body);
+
+    // Two bare handlers: the same body with only Content-Type, and the same
+    // body with every header the origin sends (the same bytes on the wire).
+    let body_only = bare_body.clone();
     let bare = Router::new().route(
         "/v1/products/{id}",
         get(move || {
-            let body = bare_body.clone();
+            let body = body_only.clone();
             async move { ([(header::CONTENT_TYPE, "application/json")], body) }
         }),
     );
-    let listener = tokio::net::TcpListener::bind(any_port).await.unwrap();
-    let bare_url = format!("http://{}/v1/products/1", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, bare).await });
+    let bare_same_headers = Router::new().route(
+        "/v1/products/{id}",
+        get(move || {
+            let (body, headers) = (bare_body.clone(), headers.clone());
+            async move { (headers, body) }
+        }),
+    );
+    let mut bare_urls = Vec::new();
+    for router in [bare, bare_same_headers] {
+        let listener = tokio::net::TcpListener::bind(any_port).await.unwrap();
+        bare_urls.push(format!(
+            "http://{}/v1/products/1",
+            listener.local_addr().unwrap()
+        ));
+        tokio::spawn(async move { axum::serve(listener, router).await });
+    }
 
     println!(
         "GET /v1/products/1, wrk -t1 -c64 -d{seconds}s pinned to CPU 1, servers on CPU 0, median of {runs}\n"
     );
-    let bare = measure("bare axum, same bytes", bare_url, seconds, runs).await;
+    let bare = measure("bare axum, same body", bare_urls[0].clone(), seconds, runs).await;
+    let bare_headers = measure(
+        "bare axum, same body and headers",
+        bare_urls[1].clone(),
+        seconds,
+        runs,
+    )
+    .await;
     let l1 = measure("origin, L1 hit", urls[0].clone(), seconds, runs).await;
     measure("origin, L2 hit (L1 off)", urls[1].clone(), seconds, runs).await;
     measure(
@@ -194,12 +227,12 @@ async fn run(seconds: u64, runs: u64) {
     )
     .await;
     println!(
-        "\nL1 hit / bare handler = {:.2}x throughput (goal >= 0.80x)",
+        "\nL1 hit / bare handler (same body) = {:.2}x throughput (goal >= 0.80x)",
         l1.rps / bare.rps
     );
+    println!(
+        "L1 hit / bare handler (same body and headers) = {:.2}x throughput",
+        l1.rps / bare_headers.rps
+    );
     drop(stack);
-}
-
-fn bytes_of(body: Vec<u8>) -> axum::body::Bytes {
-    axum::body::Bytes::from(body)
 }

@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use axum::http::HeaderValue;
 use bytes::{BufMut, Bytes, BytesMut};
 use moka::Expiry;
 
@@ -50,6 +51,10 @@ struct EntryInner {
     etag: String,
     /// Surrogate keys of the response (`product:1 category:shoes`).
     tags: String,
+    /// `etag` and `tags` as header values, built once per load so a hit
+    /// copies no strings.
+    etag_header: HeaderValue,
+    tags_header: HeaderValue,
     ttl: Option<Duration>,
 }
 
@@ -65,6 +70,8 @@ impl CacheEntry {
         let etag = etag_of(&body);
         CacheEntry(Arc::new(EntryInner {
             body: Some(body),
+            etag_header: header_value(&etag),
+            tags_header: header_value(&tags),
             etag,
             tags,
             ttl: None,
@@ -76,6 +83,8 @@ impl CacheEntry {
             body: None,
             etag: String::new(),
             tags: String::new(),
+            etag_header: HeaderValue::from_static(""),
+            tags_header: HeaderValue::from_static(""),
             ttl: None,
         }))
     }
@@ -100,6 +109,14 @@ impl CacheEntry {
 
     pub fn tags(&self) -> &str {
         &self.0.tags
+    }
+
+    pub fn etag_header(&self) -> HeaderValue {
+        self.0.etag_header.clone()
+    }
+
+    pub fn tags_header(&self) -> HeaderValue {
+        self.0.tags_header.clone()
     }
 
     fn weight(&self, key: &str) -> u32 {
@@ -137,6 +154,11 @@ impl CacheEntry {
             _ => None,
         }
     }
+}
+
+/// A header value from text we produced (ASCII); empty if it is not valid.
+pub fn header_value(text: &str) -> HeaderValue {
+    HeaderValue::from_str(text).unwrap_or(HeaderValue::from_static(""))
 }
 
 /// A strong ETag from the body's 64-bit xxh3 hash.
@@ -222,6 +244,24 @@ impl TieredCache {
             );
             return Ok((entry, Tier::L1));
         }
+        // The miss path is large and rare: boxed, so the hit path's future
+        // stays small.
+        Box::pin(self.load_through(key, ttl, load, l1_enabled)).await
+    }
+
+    /// L2, then `load`, single-flight through moka's entry API.
+    async fn load_through<F, Fut, E>(
+        &self,
+        key: &str,
+        ttl: Option<Duration>,
+        load: F,
+        l1_enabled: bool,
+    ) -> Result<(CacheEntry, Tier), Arc<E>>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<Option<Loaded>, E>>,
+        E: Send + Sync + 'static,
+    {
         let started_epoch = self.epoch.load(Ordering::Acquire);
         let mut tier = Tier::L1;
         let tier_ref = &mut tier;

@@ -2,7 +2,8 @@
 //! `If-None-Match`), `Surrogate-Key` and `X-Served-By-Region`; admin writes
 //! return the read-your-writes token in `X-Meridian-Lsn`.
 
-use axum::extract::State;
+use axum::extract::{FromRequestParts, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
@@ -12,7 +13,7 @@ use super::model::{CurrencyCode, ProductId, ProductInput, ProductView, parse_slu
 use super::pricing::FxTable;
 use super::{CatalogState, cursor, store};
 use crate::auth::AdminUser;
-use crate::cache::{CacheEntry, Loaded, Tier};
+use crate::cache::{CacheEntry, Loaded, Tier, etag_of, header_value};
 use crate::db::{Lsn, ReadDb, is_failover_error};
 use crate::problem::{ApiError, ApiJson, ApiPath, ApiQuery};
 
@@ -56,8 +57,26 @@ pub fn db_error(error: &sqlx::Error) -> ApiError {
     }
 }
 
-fn read_token(headers: &HeaderMap) -> Result<Option<Lsn>, ApiError> {
-    let Some(value) = headers.get(&LSN_HEADER) else {
+/// The request headers catalog reads look at (copied alone, not the whole
+/// header map: this is on the L1-hit hot path).
+pub struct ReadHeaders {
+    if_none_match: Option<HeaderValue>,
+    lsn: Option<HeaderValue>,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for ReadHeaders {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(ReadHeaders {
+            if_none_match: parts.headers.get(header::IF_NONE_MATCH).cloned(),
+            lsn: parts.headers.get(&LSN_HEADER).cloned(),
+        })
+    }
+}
+
+fn read_token(headers: &ReadHeaders) -> Result<Option<Lsn>, ApiError> {
+    let Some(value) = &headers.lsn else {
         return Ok(None);
     };
     let text = value
@@ -79,50 +98,55 @@ fn to_bytes<T: Serialize>(value: &T) -> Result<Bytes, ApiError> {
         .map_err(ApiError::internal)
 }
 
-fn header_value(text: &str) -> HeaderValue {
-    HeaderValue::from_str(text).unwrap_or(HeaderValue::from_static(""))
-}
-
 /// True when `If-None-Match` names `etag` (or `*`); weak comparison.
-fn not_modified(headers: &HeaderMap, etag: &str) -> bool {
-    let Some(value) = headers
-        .get(header::IF_NONE_MATCH)
-        .and_then(|v| v.to_str().ok())
-    else {
+fn not_modified(headers: &ReadHeaders, etag: &HeaderValue) -> bool {
+    let Some(value) = headers.if_none_match.as_ref().and_then(|v| v.to_str().ok()) else {
         return false;
     };
-    value.split(',').map(str::trim).any(|candidate| {
-        candidate == "*" || candidate.trim_start_matches("W/") == etag.trim_start_matches("W/")
-    })
+    let etag = etag.as_bytes();
+    let etag = etag.strip_prefix(b"W/").unwrap_or(etag);
+    value
+        .split(',')
+        .map(str::trim)
+        .any(|candidate| candidate == "*" || candidate.trim_start_matches("W/").as_bytes() == etag)
 }
 
 /// A cacheable JSON answer with all catalog headers.
 struct CatalogResponse<'a> {
     state: &'a CatalogState,
     body: Bytes,
-    etag: String,
-    tags: &'a str,
+    etag: HeaderValue,
+    tags: HeaderValue,
     cache_control: HeaderValue,
     tier: &'static str,
 }
 
 impl CatalogResponse<'_> {
-    fn into_response(self, request: &HeaderMap) -> Response {
-        let mut headers = HeaderMap::with_capacity(8);
+    /// Builds the response in place (no header-map merging on the hot path).
+    fn into_response(self, request: &ReadHeaders) -> Response {
+        let not_modified = not_modified(request, &self.etag);
+        let mut response = if not_modified {
+            let mut response = Response::new(axum::body::Body::empty());
+            *response.status_mut() = StatusCode::NOT_MODIFIED;
+            response
+        } else {
+            Response::new(axum::body::Body::from(self.body))
+        };
+        let headers = response.headers_mut();
+        headers.reserve(8);
+        if !not_modified {
+            headers.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+        }
         headers.insert(header::CACHE_CONTROL, self.cache_control);
-        headers.insert(header::ETAG, header_value(&self.etag));
-        headers.insert(SURROGATE_KEY, header_value(self.tags));
+        headers.insert(header::ETAG, self.etag);
+        headers.insert(SURROGATE_KEY, self.tags);
         headers.insert(REGION_HEADER, self.state.region.clone());
         headers.insert(TIER_HEADER, HeaderValue::from_static(self.tier));
         headers.insert(header::VARY, HeaderValue::from_static("x-meridian-lsn"));
-        if not_modified(request, &self.etag) {
-            return (StatusCode::NOT_MODIFIED, headers).into_response();
-        }
-        headers.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
-        (StatusCode::OK, headers, self.body).into_response()
+        response
     }
 }
 
@@ -173,12 +197,12 @@ async fn fx_table(state: &CatalogState) -> Result<FxTable, ApiError> {
 }
 
 /// `GET /v1/products/{id}`
-#[tracing::instrument(skip_all, fields(id = %raw_id))]
+#[tracing::instrument(level = "debug", skip_all, fields(id = %raw_id))]
 pub async fn get_product(
     State(state): State<CatalogState>,
     ApiPath(raw_id): ApiPath<String>,
     ApiQuery(query): ApiQuery<ProductQuery>,
-    request: HeaderMap,
+    request: ReadHeaders,
 ) -> Result<Response, ApiError> {
     let id = ProductId::parse(&raw_id)?;
     let token = read_token(&request)?;
@@ -188,7 +212,7 @@ pub async fn get_product(
         // A read after a write skips the cache: only a server that has
         // replayed the write may answer.
         Some(lsn) => {
-            let loaded = load_product(state.db.read_after(Some(lsn)), id.get())
+            let loaded = Box::pin(load_product(state.db.read_after(Some(lsn)), id.get()))
                 .await
                 .map_err(|e| db_error(&e))?;
             let entry = match loaded {
@@ -223,39 +247,45 @@ pub async fn get_product(
     let tier = tier.map_or("bypass", Tier::as_str);
 
     let (body, etag) = match currency {
-        Some(to) => {
-            let mut product: ProductView =
-                serde_json::from_slice(body).map_err(ApiError::internal)?;
-            if product.price.currency != to.code() {
-                let fx = fx_table(&state).await?;
-                product.price = fx.convert_view(&product.price, to)?;
-                for variant in &mut product.variants {
-                    variant.price = fx.convert_view(&variant.price, to)?;
-                }
-            }
-            let body = to_bytes(&product)?;
-            let etag = crate::cache::etag_of(&body);
-            (body, etag)
-        }
-        None => (body.clone(), entry.etag().to_string()),
+        Some(to) => Box::pin(convert_product(&state, body, to)).await?,
+        None => (body.clone(), entry.etag_header()),
     };
     Ok(CatalogResponse {
         state: &state,
         body,
         etag,
-        tags: entry.tags(),
+        tags: entry.tags_header(),
         cache_control,
         tier,
     }
     .into_response(&request))
 }
 
+/// A cached product body re-priced in another currency, with its ETag.
+async fn convert_product(
+    state: &CatalogState,
+    body: &Bytes,
+    to: CurrencyCode,
+) -> Result<(Bytes, HeaderValue), ApiError> {
+    let mut product: ProductView = serde_json::from_slice(body).map_err(ApiError::internal)?;
+    if product.price.currency != to.code() {
+        let fx = fx_table(state).await?;
+        product.price = fx.convert_view(&product.price, to)?;
+        for variant in &mut product.variants {
+            variant.price = fx.convert_view(&variant.price, to)?;
+        }
+    }
+    let body = to_bytes(&product)?;
+    let etag = header_value(&etag_of(&body));
+    Ok((body, etag))
+}
+
 /// `GET /v1/products?category=&limit=&cursor=&currency=`
-#[tracing::instrument(skip_all)]
+#[tracing::instrument(level = "debug", skip_all)]
 pub async fn list_products(
     State(state): State<CatalogState>,
     ApiQuery(query): ApiQuery<ListQuery>,
-    request: HeaderMap,
+    request: ReadHeaders,
 ) -> Result<Response, ApiError> {
     let token = read_token(&request)?;
     let category = query.category.as_deref().map(parse_slug).transpose()?;
@@ -317,7 +347,7 @@ pub async fn list_products(
         }
     }
     let body = to_bytes(&ProductPage { items, next_cursor })?;
-    let etag = crate::cache::etag_of(&body);
+    let etag = header_value(&etag_of(&body));
     let tags = match &category {
         Some(slug) => format!("products category:{slug}"),
         None => "products".to_string(),
@@ -331,7 +361,7 @@ pub async fn list_products(
         state: &state,
         body,
         etag,
-        tags: &tags,
+        tags: header_value(&tags),
         cache_control,
         tier: if token.is_some() { "bypass" } else { "origin" },
     }
@@ -339,10 +369,10 @@ pub async fn list_products(
 }
 
 /// `GET /v1/categories`
-#[tracing::instrument(skip_all)]
+#[tracing::instrument(level = "debug", skip_all)]
 pub async fn list_categories(
     State(state): State<CatalogState>,
-    request: HeaderMap,
+    request: ReadHeaders,
 ) -> Result<Response, ApiError> {
     let db = state.db.clone();
     let (entry, tier) = state
@@ -366,8 +396,8 @@ pub async fn list_categories(
     Ok(CatalogResponse {
         state: &state,
         body,
-        etag: entry.etag().to_string(),
-        tags: entry.tags(),
+        etag: entry.etag_header(),
+        tags: entry.tags_header(),
         cache_control: state.headers.list.clone(),
         tier: tier.as_str(),
     }

@@ -22,6 +22,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
+use axum::extract::DefaultBodyLimit;
 use axum::http::HeaderValue;
 use axum::routing::{get, post, put};
 
@@ -30,13 +31,29 @@ use crate::cache::TieredCache;
 use crate::config::CacheConfig;
 use crate::db::DbRouter;
 
-/// What catalog handlers need, and nothing else.
+/// What catalog handlers need, and nothing else. One `Arc`: axum clones
+/// the state for every request.
 #[derive(Clone)]
-pub struct CatalogState {
+pub struct CatalogState(Arc<CatalogContext>);
+
+impl CatalogState {
+    pub fn new(context: CatalogContext) -> Self {
+        CatalogState(Arc::new(context))
+    }
+}
+
+impl std::ops::Deref for CatalogState {
+    type Target = CatalogContext;
+    fn deref(&self) -> &CatalogContext {
+        &self.0
+    }
+}
+
+pub struct CatalogContext {
     pub db: DbRouter,
     pub cache: TieredCache,
     pub region: HeaderValue,
-    pub headers: Arc<CacheHeaders>,
+    pub headers: CacheHeaders,
     /// How long FX rates are cached.
     pub fx_ttl: Duration,
 }
@@ -70,11 +87,16 @@ impl CacheHeaders {
     }
 }
 
-pub fn router() -> Router<AppState> {
+/// The catalog routes; only the admin routes take a body, so only they
+/// carry the body limit (the read path stays free of it).
+pub fn router(max_body_bytes: usize) -> Router<AppState> {
+    let admin = Router::new()
+        .route("/v1/admin/products", post(handlers::create_product))
+        .route("/v1/admin/products/{id}", put(handlers::update_product))
+        .layer(DefaultBodyLimit::max(max_body_bytes));
     Router::new()
         .route("/v1/products", get(handlers::list_products))
         .route("/v1/products/{id}", get(handlers::get_product))
         .route("/v1/categories", get(handlers::list_categories))
-        .route("/v1/admin/products", post(handlers::create_product))
-        .route("/v1/admin/products/{id}", put(handlers::update_product))
+        .merge(admin)
 }
