@@ -153,6 +153,7 @@ impl Application {
                 region: region_header,
                 headers: CacheHeaders::new(&config.cache),
                 fx_ttl: config.cache.fx_ttl,
+                debug_headers: config.debug_headers,
             }),
             admin: AdminTokens::new(config.admin_tokens.clone()),
             metrics: metrics.clone(),

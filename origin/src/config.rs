@@ -28,6 +28,10 @@ pub struct OriginConfig {
     /// Largest request body accepted, in bytes.
     #[serde(default = "defaults::max_body_bytes")]
     pub max_body_bytes: usize,
+    /// Send `X-Origin-Cache` (which cache tier answered). For development
+    /// and tests; off in production, where it only adds bytes and detail.
+    #[serde(default)]
+    pub debug_headers: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -51,5 +51,7 @@ pub fn origin_config(
             token: admin_token.to_string(),
         }],
         max_body_bytes: 64 * 1024,
+        // A local stack is for development: show which tier answered.
+        debug_headers: true,
     }
 }

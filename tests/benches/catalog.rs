@@ -5,7 +5,8 @@
 //!
 //! Run with `tests/benches/catalog.sh` (installs wrk) or
 //! `cargo bench -p meridian-tests --bench catalog`.
-//! `BENCH_SECONDS` (default 10) and `BENCH_RUNS` (default 3) tune it.
+//! `BENCH_SECONDS` (default 10) and `BENCH_RUNS` (default 3) tune it; runs
+//! are interleaved across targets so machine drift hits them alike.
 
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
@@ -88,27 +89,40 @@ fn wrk(url: &str, seconds: u64) -> Figures {
     figures
 }
 
-async fn measure(name: &str, url: String, seconds: u64, runs: u64) -> Figures {
-    let warm = url.clone();
-    tokio::task::spawn_blocking(move || wrk(&warm, 3))
-        .await
-        .unwrap();
-    let mut all = Vec::new();
-    for _ in 0..runs {
+/// Runs every target `runs` times, interleaved (target A, B, C, then again),
+/// so drift on a shared machine hits all targets alike; prints the median
+/// run of each.
+async fn measure_all(targets: &[(&str, String)], seconds: u64, runs: u64) -> Vec<Figures> {
+    for (_, url) in targets {
         let url = url.clone();
-        all.push(
-            tokio::task::spawn_blocking(move || wrk(&url, seconds))
-                .await
-                .unwrap(),
-        );
+        tokio::task::spawn_blocking(move || wrk(&url, 3))
+            .await
+            .unwrap();
     }
-    all.sort_by(|a, b| a.rps.total_cmp(&b.rps));
-    let median = all.swap_remove(all.len() / 2);
-    println!(
-        "{name:<34} {:>10.0} req/s   p50 {:>6.2} ms   p99 {:>6.2} ms",
-        median.rps, median.p50_ms, median.p99_ms
-    );
-    median
+    let mut results: Vec<Vec<Figures>> = targets.iter().map(|_| Vec::new()).collect();
+    for _ in 0..runs {
+        for ((_, url), result) in targets.iter().zip(&mut results) {
+            let url = url.clone();
+            result.push(
+                tokio::task::spawn_blocking(move || wrk(&url, seconds))
+                    .await
+                    .unwrap(),
+            );
+        }
+    }
+    targets
+        .iter()
+        .zip(results)
+        .map(|((name, _), mut all)| {
+            all.sort_by(|a, b| a.rps.total_cmp(&b.rps));
+            let median = all.swap_remove(all.len() / 2);
+            println!(
+                "{name:<34} {:>10.0} req/s   p50 {:>6.2} ms   p99 {:>6.2} ms",
+                median.rps, median.p50_ms, median.p99_ms
+            );
+            median
+        })
+        .collect()
 }
 
 fn main() {
@@ -152,7 +166,9 @@ async fn run(seconds: u64, runs: u64) {
     .unwrap();
     let region = topology.home();
     let any_port = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
-    let base = origin_config(&stack, region, any_port, "bench-admin-token-0123456789");
+    let mut base = origin_config(&stack, region, any_port, "bench-admin-token-0123456789");
+    // Production settings: no debug headers.
+    base.debug_headers = false;
 
     let mut l2_only = base.clone();
     l2_only.cache.l1_max_bytes = 0;
@@ -207,25 +223,17 @@ async fn run(seconds: u64, runs: u64) {
     }
 
     println!(
-        "GET /v1/products/1, wrk -t1 -c64 -d{seconds}s pinned to CPU 1, servers on CPU 0, median of {runs}\n"
+        "GET /v1/products/1, wrk -t1 -c64 -d{seconds}s pinned to CPU 1, servers on CPU 0, median of {runs} interleaved runs\n"
     );
-    let bare = measure("bare axum, same body", bare_urls[0].clone(), seconds, runs).await;
-    let bare_headers = measure(
-        "bare axum, same body and headers",
-        bare_urls[1].clone(),
-        seconds,
-        runs,
-    )
-    .await;
-    let l1 = measure("origin, L1 hit", urls[0].clone(), seconds, runs).await;
-    measure("origin, L2 hit (L1 off)", urls[1].clone(), seconds, runs).await;
-    measure(
-        "origin, replica read (no cache)",
-        urls[2].clone(),
-        seconds,
-        runs,
-    )
-    .await;
+    let targets = [
+        ("bare axum, same body", bare_urls[0].clone()),
+        ("bare axum, same body and headers", bare_urls[1].clone()),
+        ("origin, L1 hit", urls[0].clone()),
+        ("origin, L2 hit (L1 off)", urls[1].clone()),
+        ("origin, replica read (no cache)", urls[2].clone()),
+    ];
+    let figures = measure_all(&targets, seconds, runs).await;
+    let (bare, bare_headers, l1) = (&figures[0], &figures[1], &figures[2]);
     println!(
         "\nL1 hit / bare handler (same body) = {:.2}x throughput (goal >= 0.80x)",
         l1.rps / bare.rps

@@ -144,7 +144,9 @@ impl CatalogResponse<'_> {
         headers.insert(header::ETAG, self.etag);
         headers.insert(SURROGATE_KEY, self.tags);
         headers.insert(REGION_HEADER, self.state.region.clone());
-        headers.insert(TIER_HEADER, HeaderValue::from_static(self.tier));
+        if self.state.debug_headers {
+            headers.insert(TIER_HEADER, HeaderValue::from_static(self.tier));
+        }
         headers.insert(header::VARY, HeaderValue::from_static("x-meridian-lsn"));
         response
     }

@@ -56,6 +56,8 @@ pub struct CatalogContext {
     pub headers: CacheHeaders,
     /// How long FX rates are cached.
     pub fx_ttl: Duration,
+    /// Whether responses carry `X-Origin-Cache`.
+    pub debug_headers: bool,
 }
 
 /// Precomputed `Cache-Control` values.
