@@ -5,12 +5,11 @@
 //! Names start with `meridian_`; labels are bounded (route template, status
 //! class, tier, pool, replica name) — never ids or raw paths.
 
-use std::sync::Arc;
-use std::time::Instant;
-
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request};
 use axum::http::Method;

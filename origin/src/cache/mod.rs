@@ -48,13 +48,11 @@ pub struct CacheEntry(Arc<EntryInner>);
 #[derive(Debug)]
 struct EntryInner {
     body: Option<Bytes>,
-    etag: String,
-    /// Surrogate keys of the response (`product:1 category:shoes`).
-    tags: String,
-    /// `etag` and `tags` as header values, built once per load so a hit
-    /// copies no strings.
-    etag_header: HeaderValue,
-    tags_header: HeaderValue,
+    /// The strong ETag, ready to send: a hit copies no strings.
+    etag: HeaderValue,
+    /// Surrogate keys of the response (`product:1 category:shoes`), ready
+    /// to send as `Surrogate-Key`.
+    tags: HeaderValue,
     ttl: Option<Duration>,
 }
 
@@ -67,13 +65,10 @@ pub struct Loaded {
 
 impl CacheEntry {
     pub fn found(body: Bytes, tags: String) -> Self {
-        let etag = etag_of(&body);
         CacheEntry(Arc::new(EntryInner {
+            etag: etag_of(&body),
             body: Some(body),
-            etag_header: header_value(&etag),
-            tags_header: header_value(&tags),
-            etag,
-            tags,
+            tags: header_value(&tags),
             ttl: None,
         }))
     }
@@ -81,10 +76,8 @@ impl CacheEntry {
     pub fn not_found() -> Self {
         CacheEntry(Arc::new(EntryInner {
             body: None,
-            etag: String::new(),
-            tags: String::new(),
-            etag_header: HeaderValue::from_static(""),
-            tags_header: HeaderValue::from_static(""),
+            etag: HeaderValue::from_static(""),
+            tags: HeaderValue::from_static(""),
             ttl: None,
         }))
     }
@@ -103,20 +96,12 @@ impl CacheEntry {
         self.0.body.as_ref()
     }
 
-    pub fn etag(&self) -> &str {
-        &self.0.etag
+    pub fn etag(&self) -> HeaderValue {
+        self.0.etag.clone()
     }
 
-    pub fn tags(&self) -> &str {
-        &self.0.tags
-    }
-
-    pub fn etag_header(&self) -> HeaderValue {
-        self.0.etag_header.clone()
-    }
-
-    pub fn tags_header(&self) -> HeaderValue {
-        self.0.tags_header.clone()
+    pub fn tags(&self) -> HeaderValue {
+        self.0.tags.clone()
     }
 
     fn weight(&self, key: &str) -> u32 {
@@ -132,9 +117,10 @@ impl CacheEntry {
     fn encode(&self) -> Bytes {
         match &self.0.body {
             Some(body) => {
-                let mut out = BytesMut::with_capacity(body.len() + self.0.tags.len() + 2);
+                let tags = self.0.tags.as_bytes();
+                let mut out = BytesMut::with_capacity(body.len() + tags.len() + 2);
                 out.put_u8(b'1');
-                out.put_slice(self.0.tags.as_bytes());
+                out.put_slice(tags);
                 out.put_u8(b'\n');
                 out.put_slice(body);
                 out.freeze()
@@ -161,9 +147,9 @@ pub fn header_value(text: &str) -> HeaderValue {
     HeaderValue::from_str(text).unwrap_or(HeaderValue::from_static(""))
 }
 
-/// A strong ETag from the body's 64-bit xxh3 hash.
-pub fn etag_of(body: &[u8]) -> String {
-    format!("\"{:016x}\"", xxhash_rust::xxh3::xxh3_64(body))
+/// A strong ETag from the body's 64-bit xxh3 hash, as a header value.
+pub fn etag_of(body: &[u8]) -> HeaderValue {
+    header_value(&format!("\"{:016x}\"", xxhash_rust::xxh3::xxh3_64(body)))
 }
 
 struct EntryExpiry {

@@ -250,13 +250,13 @@ pub async fn get_product(
 
     let (body, etag) = match currency {
         Some(to) => Box::pin(convert_product(&state, body, to)).await?,
-        None => (body.clone(), entry.etag_header()),
+        None => (body.clone(), entry.etag()),
     };
     Ok(CatalogResponse {
         state: &state,
         body,
         etag,
-        tags: entry.tags_header(),
+        tags: entry.tags(),
         cache_control,
         tier,
     }
@@ -278,7 +278,7 @@ async fn convert_product(
         }
     }
     let body = to_bytes(&product)?;
-    let etag = header_value(&etag_of(&body));
+    let etag = etag_of(&body);
     Ok((body, etag))
 }
 
@@ -349,7 +349,7 @@ pub async fn list_products(
         }
     }
     let body = to_bytes(&ProductPage { items, next_cursor })?;
-    let etag = header_value(&etag_of(&body));
+    let etag = etag_of(&body);
     let tags = match &category {
         Some(slug) => format!("products category:{slug}"),
         None => "products".to_string(),
@@ -398,8 +398,8 @@ pub async fn list_categories(
     Ok(CatalogResponse {
         state: &state,
         body,
-        etag: entry.etag_header(),
-        tags: entry.tags_header(),
+        etag: entry.etag(),
+        tags: entry.tags(),
         cache_control: state.headers.list.clone(),
         tier: tier.as_str(),
     }
