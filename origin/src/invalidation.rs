@@ -13,7 +13,6 @@ use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use fred::prelude::{ClientLike, EventInterface, PubsubInterface};
-use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
 use crate::cache::TieredCache;
@@ -22,18 +21,10 @@ use crate::catalog::store;
 use crate::db::DbRouter;
 use crate::metrics::Metrics;
 
-/// The regional Redis channel invalidations are published on.
-pub const CHANNEL: &str = "meridian:invalidations";
+pub use meridian_topology::invalidation::{CHANNEL, InvalidationMessage};
 
 /// Entries read from the log per poll.
 const BATCH: i64 = 500;
-
-#[derive(Debug, Serialize, Deserialize)]
-pub struct InvalidationMessage {
-    /// The publishing origin instance (it ignores its own messages).
-    pub instance: String,
-    pub keys: Vec<String>,
-}
 
 pub struct Tailer {
     pub db: DbRouter,

@@ -27,11 +27,15 @@ pub struct StackFile {
 pub struct RegionEndpoints {
     /// Base URL of the region's origin.
     pub origin: String,
-    /// Base URLs of the region's edge (added when the edge exists).
+    /// Base URL of the region's edge (plain HTTP).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub edge: Option<String>,
+    /// The edge's admin API (metrics, health, purge).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub edge_admin: Option<String>,
+    /// The edge's TLS listener (HTTP/1.1 and HTTP/2; self-signed locally).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub edge_tls: Option<String>,
     pub postgres: PostgresEndpoints,
     pub redis: String,
     /// Process name → pid, for every process started for this region.

@@ -1,5 +1,6 @@
 //! The `meridian` binary end to end: `up` starts a real two-region stack,
-//! writes the stack file, serves, and stops every process on SIGINT; bad
+//! writes the stack file, serves through origins and edges, and stops every
+//! process on SIGINT; bad
 //! topology files are refused with the file and field named.
 
 #![allow(clippy::expect_used, clippy::unwrap_used)]
@@ -51,13 +52,40 @@ fn up_serves_two_regions_and_stops_everything_on_ctrl_c() {
     );
     let runtime = tokio::runtime::Runtime::new().unwrap();
     for region in stack.regions.values() {
-        for name in ["origin", "redis"] {
+        for name in ["origin", "edge", "redis"] {
             assert!(region.pids.contains_key(name), "{name} pid listed");
         }
         assert!(!region.postgres.replicas.is_empty());
         let url = format!("{}/v1/products/1", region.origin);
         let status = runtime.block_on(async { reqwest::get(&url).await.map(|r| r.status()) });
         assert_eq!(status.expect("origin answers").as_u16(), 200, "{url}");
+
+        // The region's edge answers the same URL, from its cache the second time.
+        let edge = region.edge.as_ref().expect("edge listed");
+        assert!(
+            region
+                .edge_tls
+                .as_ref()
+                .expect("edge_tls listed")
+                .starts_with("https://")
+        );
+        let url = format!("{edge}/v1/products/1");
+        let statuses: Vec<String> = runtime.block_on(async {
+            let mut out = Vec::new();
+            for _ in 0..2 {
+                let response = reqwest::get(&url).await.expect("edge answers");
+                assert_eq!(response.status().as_u16(), 200, "{url}");
+                out.push(response.headers()["x-cache"].to_str().unwrap().to_string());
+            }
+            out
+        });
+        assert_eq!(statuses, ["MISS", "HIT"], "{url}");
+        let ready = format!(
+            "{}/readyz",
+            region.edge_admin.as_ref().expect("edge_admin listed")
+        );
+        let status = runtime.block_on(async { reqwest::get(&ready).await.map(|r| r.status()) });
+        assert_eq!(status.expect("edge admin answers").as_u16(), 200, "{ready}");
     }
     assert!(
         stack.regions["us-east"]

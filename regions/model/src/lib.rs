@@ -8,12 +8,15 @@
 //!   cross-region checks (exactly one home region, countries served once,
 //!   complete latency tables, shard maps covering every bucket).
 //! - [`TopologyError`]: every error names the file, the field and the problem.
+//! - [`invalidation`]: the regional invalidation channel's message format,
+//!   shared by the origins that publish and the edges that purge.
 //!
 //! The model is shared by the edge, the origin and the `meridian` CLI; it
 //! holds no behaviour beyond parsing, validation and simple look-ups.
 
 #![forbid(unsafe_code)]
 
+pub mod invalidation;
 pub mod region;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -302,6 +305,7 @@ impl Topology {
             spec.origin.listen.port = 0;
             spec.edge.listen.port = 0;
             spec.edge.admin.port = 0;
+            spec.edge.tls.port = 0;
             spec.redis.port = 0;
             if let Some(primary) = &mut spec.catalog.primary {
                 primary.port = 0;

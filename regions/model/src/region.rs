@@ -59,6 +59,8 @@ pub struct EdgeSection {
     pub listen: Endpoint,
     /// The edge's admin port (metrics, purge, health).
     pub admin: Endpoint,
+    /// Where the edge terminates TLS (HTTP/1.1 and HTTP/2).
+    pub tls: Endpoint,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -287,6 +289,7 @@ impl RegionFile {
             ("origin.listen".to_string(), self.origin.listen.clone()),
             ("edge.listen".to_string(), self.edge.listen.clone()),
             ("edge.admin".to_string(), self.edge.admin.clone()),
+            ("edge.tls".to_string(), self.edge.tls.clone()),
             ("redis".to_string(), self.redis.clone()),
         ];
         if let Some(primary) = &self.catalog.primary {

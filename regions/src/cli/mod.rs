@@ -4,7 +4,9 @@
 //! - [`up`]: start the local multi-region stack.
 //! - [`seed`]: load the deterministic demo catalog.
 //! - [`origin`]: run one origin process from a config file.
+//! - [`edge`]: run one edge process from a config file.
 
+pub mod edge;
 pub mod origin;
 pub mod seed;
 pub mod up;
@@ -36,6 +38,9 @@ pub enum Command {
     Seed(seed::SeedArgs),
     /// Run one origin from a config file (what `up` starts per region).
     Origin(origin::OriginArgs),
+    /// Run one edge proxy from a config file (what `up` starts per region;
+    /// also a standalone edge in front of any HTTP origin).
+    Edge(edge::EdgeArgs),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -54,16 +59,26 @@ pub enum CliError {
     Db(#[from] meridian_origin::db::DbError),
     #[error(transparent)]
     Seed(#[from] meridian_origin::catalog::seed::SeedError),
+    #[error(transparent)]
+    EdgeConfig(#[from] meridian_edge::config::ConfigError),
+    #[error(transparent)]
+    EdgeStart(#[from] meridian_edge::StartError),
     #[error("{0}")]
     Other(String),
 }
 
 pub fn run(cli: Cli) -> Result<(), CliError> {
+    // The edge runs its own (pingora) runtimes.
+    let command = match cli.command {
+        Command::Edge(args) => return edge::run(args),
+        other => other,
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .map_err(|e| CliError::Other(format!("cannot start the async runtime: {e}")))?;
-    match cli.command {
+    match command {
+        Command::Edge(_) => Ok(()),
         Command::Up(args) => runtime.block_on(up::run(args)),
         Command::Seed(args) => runtime.block_on(seed::run(args)),
         Command::Origin(args) => runtime.block_on(origin::run(args)),

@@ -2,8 +2,9 @@
 //!
 //! Starts (through the launcher) the catalog primary, a streaming replica
 //! and a Redis per region, migrates and seeds the catalog, starts one origin
-//! process per region, writes `.meridian/stack.json`, prints the endpoints,
-//! and stops everything on Ctrl-C or SIGTERM.
+//! and one edge process per region (the edge with a self-signed TLS
+//! certificate made for the run), writes `.meridian/stack.json`, prints the
+//! endpoints, and stops everything on Ctrl-C or SIGTERM.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -17,7 +18,7 @@ use nix::sys::signal::Signal;
 use super::{CliError, load_topology, stop_signal};
 use crate::launcher::process::ManagedProcess;
 use crate::launcher::{CATALOG_DATABASE, LocalStack, free_port};
-use crate::local::origin_config;
+use crate::local::{EdgeAddrs, edge_config, origin_config};
 use crate::stack_file::{DEFAULT_PATH, PostgresEndpoints, RegionEndpoints, StackFile};
 
 /// How long an origin may take to answer `/readyz`.
@@ -46,11 +47,33 @@ pub struct UpArgs {
     pub admin_token: Option<String>,
 }
 
-/// One origin child process.
-struct OriginProcess {
+/// One origin or edge child process.
+struct ServiceProcess {
     region: String,
+    /// Base URL of the service.
     url: String,
+    /// Where readiness is checked.
+    ready_url: String,
     process: ManagedProcess,
+}
+
+/// One region's edge: its process and its public addresses.
+struct EdgeProcess {
+    service: ServiceProcess,
+    admin_url: String,
+    tls_url: String,
+}
+
+/// `host:port`, or a free port on `host` when the configured port is 0.
+fn resolve(endpoint: &meridian_topology::Endpoint, field: &str) -> Result<SocketAddr, CliError> {
+    let port = if endpoint.port == 0 {
+        free_port()?
+    } else {
+        endpoint.port
+    };
+    format!("{}:{port}", endpoint.host)
+        .parse()
+        .map_err(|e| CliError::Other(format!("{field}: {e}")))
 }
 
 pub async fn run(args: UpArgs) -> Result<(), CliError> {
@@ -110,15 +133,10 @@ pub async fn run(args: UpArgs) -> Result<(), CliError> {
         .map_err(|e| CliError::Other(format!("cannot find the meridian binary: {e}")))?;
     let mut origins = Vec::new();
     for region in topology.regions() {
-        let listen = &region.origin.listen;
-        let port = if listen.port == 0 {
-            free_port()?
-        } else {
-            listen.port
-        };
-        let addr: SocketAddr = format!("{}:{port}", listen.host)
-            .parse()
-            .map_err(|e| CliError::Other(format!("{}: origin.listen: {e}", region.name)))?;
+        let addr = resolve(
+            &region.origin.listen,
+            &format!("{}: origin.listen", region.name),
+        )?;
         let config = origin_config(&stack, region, addr, &admin_token);
         let config_path = base.join(format!("origin-{}.toml", region.name));
         let text = toml::to_string(&config)
@@ -134,22 +152,91 @@ pub async fn run(args: UpArgs) -> Result<(), CliError> {
             &log,
             Signal::SIGTERM,
         )?;
-        origins.push(OriginProcess {
+        origins.push(ServiceProcess {
             region: region.name.clone(),
             url: format!("http://{addr}"),
+            ready_url: format!("http://{addr}/readyz"),
             process,
         });
     }
     for origin in &mut origins {
-        wait_ready(origin).await?;
+        wait_ready(origin, "origin").await?;
     }
 
-    let stack_file = describe(&stack, &topology, &origins, &admin_token, &data_dir);
+    let origin_addrs: BTreeMap<String, SocketAddr> = origins
+        .iter()
+        .filter_map(|o| {
+            Some((
+                o.region.clone(),
+                o.url.strip_prefix("http://")?.parse().ok()?,
+            ))
+        })
+        .collect();
+    let (cert, key) = write_local_certificate(&data_dir)?;
+    let mut edges = Vec::new();
+    for region in topology.regions() {
+        let field = |name: &str| format!("{}: edge.{name}", region.name);
+        let addrs = EdgeAddrs {
+            listen: resolve(&region.edge.listen, &field("listen"))?,
+            admin: resolve(&region.edge.admin, &field("admin"))?,
+            tls: Some(meridian_edge::config::TlsConfig {
+                listen: resolve(&region.edge.tls, &field("tls"))?,
+                cert: cert.clone(),
+                key: key.clone(),
+            }),
+        };
+        let redis = stack.region(&region.name).map(|s| s.redis.url());
+        let config = edge_config(
+            &topology,
+            region,
+            &origin_addrs,
+            addrs.clone(),
+            redis,
+            &admin_token,
+        );
+        let config_path = base.join(format!("edge-{}.toml", region.name));
+        let text = toml::to_string(&config)
+            .map_err(|e| CliError::Other(format!("cannot write edge config: {e}")))?;
+        std::fs::write(&config_path, text)
+            .map_err(|e| CliError::Other(format!("{}: {e}", config_path.display())))?;
+        let mut command = Command::new(&exe);
+        command.arg("edge").arg("--config").arg(&config_path);
+        let log = data_dir.join(format!("edge-{}.log", region.name));
+        let process = ManagedProcess::spawn(
+            &format!("edge-{}", region.name),
+            command,
+            &log,
+            Signal::SIGINT,
+        )?;
+        let tls_url = addrs
+            .tls
+            .as_ref()
+            .map(|t| format!("https://{}", t.listen))
+            .unwrap_or_default();
+        edges.push(EdgeProcess {
+            service: ServiceProcess {
+                region: region.name.clone(),
+                url: format!("http://{}", addrs.listen),
+                ready_url: format!("http://{}/readyz", addrs.admin),
+                process,
+            },
+            admin_url: format!("http://{}", addrs.admin),
+            tls_url,
+        });
+    }
+    for edge in &mut edges {
+        wait_ready(&mut edge.service, "edge").await?;
+    }
+
+    let stack_file = describe(&stack, &topology, &origins, &edges, &admin_token, &data_dir);
     stack_file.write(&args.stack_file)?;
     print_summary(&stack_file, &args.stack_file);
 
     stop_signal().await;
     println!("\nstopping ...");
+    for edge in &mut edges {
+        edge.service.process.stop();
+    }
     for origin in &mut origins {
         origin.process.stop();
     }
@@ -163,28 +250,46 @@ fn random_token() -> String {
     format!("{:032x}", rand::random::<u128>())
 }
 
-async fn wait_ready(origin: &mut OriginProcess) -> Result<(), CliError> {
+/// A self-signed certificate for `localhost`/`127.0.0.1`, made for this
+/// run (the local stack's TLS listeners); returns the PEM paths.
+fn write_local_certificate(data_dir: &Path) -> Result<(PathBuf, PathBuf), CliError> {
+    let certified =
+        rcgen::generate_simple_self_signed(vec!["localhost".to_string(), "127.0.0.1".to_string()])
+            .map_err(|e| CliError::Other(format!("cannot make a local TLS certificate: {e}")))?;
+    let dir = data_dir.join("tls");
+    let cert = dir.join("edge-cert.pem");
+    let key = dir.join("edge-key.pem");
+    let write = |path: &Path, text: String| {
+        std::fs::write(path, text).map_err(|e| CliError::Other(format!("{}: {e}", path.display())))
+    };
+    std::fs::create_dir_all(&dir)
+        .map_err(|e| CliError::Other(format!("{}: {e}", dir.display())))?;
+    write(&cert, certified.cert.pem())?;
+    write(&key, certified.signing_key.serialize_pem())?;
+    Ok((cert, key))
+}
+
+async fn wait_ready(service: &mut ServiceProcess, kind: &str) -> Result<(), CliError> {
     let client = reqwest::Client::new();
     let deadline = Instant::now() + ORIGIN_READY_TIMEOUT;
-    let url = format!("{}/readyz", origin.url);
     loop {
-        if let Some(status) = origin.process.exited() {
+        if let Some(status) = service.process.exited() {
             return Err(CliError::Other(format!(
-                "origin for {} exited ({status}):\n{}",
-                origin.region,
-                origin.process.log_tail()
+                "{kind} for {} exited ({status}):\n{}",
+                service.region,
+                service.process.log_tail()
             )));
         }
-        if let Ok(response) = client.get(&url).send().await
+        if let Ok(response) = client.get(&service.ready_url).send().await
             && response.status().is_success()
         {
             return Ok(());
         }
         if Instant::now() > deadline {
             return Err(CliError::Other(format!(
-                "origin for {} not ready within {ORIGIN_READY_TIMEOUT:?}; log: {}",
-                origin.region,
-                origin.process.log_path().display()
+                "{kind} for {} not ready within {ORIGIN_READY_TIMEOUT:?}; log: {}",
+                service.region,
+                service.process.log_path().display()
             )));
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -194,7 +299,8 @@ async fn wait_ready(origin: &mut OriginProcess) -> Result<(), CliError> {
 fn describe(
     stack: &LocalStack,
     topology: &meridian_topology::Topology,
-    origins: &[OriginProcess],
+    origins: &[ServiceProcess],
+    edges: &[EdgeProcess],
     admin_token: &str,
     data_dir: &Path,
 ) -> StackFile {
@@ -206,6 +312,10 @@ fn describe(
         let mut pids = BTreeMap::new();
         if let Some(pid) = origin.process.pid() {
             pids.insert("origin".to_string(), pid);
+        }
+        let edge = edges.iter().find(|e| e.service.region == origin.region);
+        if let Some(pid) = edge.and_then(|e| e.service.process.pid()) {
+            pids.insert("edge".to_string(), pid);
         }
         for replica in &servers.replicas {
             if let Some(pid) = replica.pid() {
@@ -224,8 +334,9 @@ fn describe(
             origin.region.clone(),
             RegionEndpoints {
                 origin: origin.url.clone(),
-                edge: None,
-                edge_admin: None,
+                edge: edge.map(|e| e.service.url.clone()),
+                edge_admin: edge.map(|e| e.admin_url.clone()),
+                edge_tls: edge.map(|e| e.tls_url.clone()),
                 postgres: PostgresEndpoints {
                     primary: stack.primary_url(),
                     replicas: servers
@@ -251,8 +362,8 @@ fn describe(
 fn print_summary(stack: &StackFile, path: &Path) {
     println!("\nMeridian is up.\n");
     println!(
-        "{:<14} {:<24} {:<40} redis",
-        "region", "origin", "replica(s)"
+        "{:<14} {:<24} {:<24} {:<24} {:<40} redis",
+        "region", "edge", "edge (TLS)", "origin", "replica(s)"
     );
     for (name, region) in &stack.regions {
         let replicas: Vec<&str> = region
@@ -262,8 +373,10 @@ fn print_summary(stack: &StackFile, path: &Path) {
             .map(String::as_str)
             .collect();
         println!(
-            "{:<14} {:<24} {:<40} {}",
+            "{:<14} {:<24} {:<24} {:<24} {:<40} {}",
             name,
+            region.edge.as_deref().unwrap_or("-"),
+            region.edge_tls.as_deref().unwrap_or("-"),
             region.origin,
             replicas.join(" "),
             region.redis
@@ -273,7 +386,8 @@ fn print_summary(stack: &StackFile, path: &Path) {
     println!("admin token:     {}", stack.admin_token);
     println!("stack file:      {}", path.display());
     if let Some((_, first)) = stack.regions.iter().next() {
-        println!("\ntry: curl {}/v1/products/1", first.origin);
+        let entry = first.edge.as_deref().unwrap_or(&first.origin);
+        println!("\ntry: curl -i {entry}/v1/products/1");
     }
     println!("\nCtrl-C stops everything.");
 }

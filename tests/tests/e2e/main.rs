@@ -1,11 +1,13 @@
-//! End-to-end tests of the origin against real PostgreSQL (primary and
-//! streaming replicas) and Redis servers started by the launcher. One test
-//! binary with modules keeps link times down.
+//! End-to-end tests of the origin and the edge against real PostgreSQL
+//! (primary and streaming replicas) and Redis servers started by the
+//! launcher, over real sockets. One test binary with modules keeps link
+//! times down.
 
 // Test code: a failed expectation is a failed test.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
 mod bad_input;
 mod cache;
+mod edge;
 mod helpers;
 mod replicas;

@@ -1,0 +1,398 @@
+//! The edge's typed configuration: one TOML file per edge process (`meridian
+//! up` writes one per region; a standalone edge is given one by hand),
+//! validated at load so a bad value is an error naming the field.
+//!
+//! The same format serves both uses: `upstreams` lists the regions this edge
+//! can send requests to, with their origins, countries and latencies. A
+//! standalone edge in front of any HTTP origin lists a single region.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// Everything one edge process needs.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EdgeConfig {
+    /// The region this edge runs in (the default client region).
+    pub region: String,
+    /// Where shoppers connect (plain HTTP/1.1 and h2c).
+    pub listen: SocketAddr,
+    /// Metrics, health and purge API.
+    pub admin_listen: SocketAddr,
+    /// TLS termination (HTTP/1.1 and HTTP/2 by ALPN); optional.
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
+    /// Bearer tokens accepted by the admin API's write endpoints (purge).
+    pub admin_tokens: Vec<String>,
+    /// Regions this edge can route to; must include `region`.
+    pub upstreams: Vec<UpstreamRegion>,
+    #[serde(default)]
+    pub cache: CacheConfig,
+    #[serde(default)]
+    pub health: HealthConfig,
+    /// The regional Redis: purge channel. Optional (purges then come only
+    /// through the admin API).
+    #[serde(default)]
+    pub redis_url: Option<String>,
+    /// Redis channel the region's origins publish invalidated keys on.
+    #[serde(default = "defaults::purge_channel")]
+    pub purge_channel: String,
+    /// Worker threads of the proxy service.
+    #[serde(default = "defaults::threads")]
+    pub threads: usize,
+    /// Add `X-Cache-Key` (the normalised key parts) and keep
+    /// `Surrogate-Key` on responses. Development and tests only.
+    #[serde(default)]
+    pub debug_headers: bool,
+    /// Largest request head (target plus header names and values) accepted,
+    /// in bytes; larger gets 431.
+    #[serde(default = "defaults::max_request_header_bytes")]
+    pub max_request_header_bytes: usize,
+    /// Most header fields accepted in one request.
+    #[serde(default = "defaults::max_request_headers")]
+    pub max_request_headers: usize,
+    /// Seconds to keep serving in-flight requests on shutdown.
+    #[serde(default = "defaults::grace_period")]
+    pub grace_period_seconds: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    pub listen: SocketAddr,
+    /// PEM certificate chain.
+    pub cert: PathBuf,
+    /// PEM private key.
+    pub key: PathBuf,
+}
+
+/// One region the edge can send requests to.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamRegion {
+    pub name: String,
+    /// The region's origin instances (`host:port`).
+    pub origins: Vec<SocketAddr>,
+    /// Round-trip latency from this edge's region, in ms: failover goes to
+    /// the healthy region with the lowest value. The edge's own region is 0.
+    #[serde(default)]
+    pub latency_ms: u32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CacheConfig {
+    /// Capacity of the response cache in bytes (bodies and headers).
+    #[serde(default = "defaults::cache_max_bytes")]
+    pub max_bytes: usize,
+    /// Largest single response kept, in bytes.
+    #[serde(default = "defaults::cache_max_object_bytes")]
+    pub max_object_bytes: usize,
+    /// Request headers a response may `Vary` on; a `Vary` naming any other
+    /// header makes the response uncacheable (bounded variants).
+    #[serde(default = "defaults::vary_allow")]
+    pub vary_allow: Vec<String>,
+    /// Request headers that make a request skip the cache entirely (the
+    /// origin's read-your-writes token). A response may `Vary` on them
+    /// without creating variants: requests carrying them never use the
+    /// cache.
+    #[serde(default = "defaults::bypass_request_headers")]
+    pub bypass_request_headers: Vec<String>,
+    /// Query parameters dropped from the cache key and from the request sent
+    /// upstream; a trailing `*` matches a prefix (`utm_*`).
+    #[serde(default = "defaults::ignored_query_params")]
+    pub ignored_query_params: Vec<String>,
+    /// How long concurrent misses for one key wait for the first fetch.
+    #[serde(with = "humantime_serde", default = "defaults::lock_timeout")]
+    pub lock_timeout: Duration,
+    /// Cookie names that mark a shopper's session: a request carrying one is
+    /// never answered from, nor stored in, the shared cache.
+    #[serde(default = "defaults::session_cookies")]
+    pub session_cookies: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthConfig {
+    /// Path probed on every origin.
+    #[serde(default = "defaults::health_path")]
+    pub path: String,
+    /// How often every origin is probed.
+    #[serde(with = "humantime_serde", default = "defaults::health_interval")]
+    pub interval: Duration,
+    /// Timeout for connecting to an origin.
+    #[serde(with = "humantime_serde", default = "defaults::connect_timeout")]
+    pub connect_timeout: Duration,
+    /// Timeout for an origin's response header (after which stale content
+    /// may be served instead).
+    #[serde(with = "humantime_serde", default = "defaults::read_timeout")]
+    pub read_timeout: Duration,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        Self {
+            max_bytes: defaults::cache_max_bytes(),
+            max_object_bytes: defaults::cache_max_object_bytes(),
+            vary_allow: defaults::vary_allow(),
+            bypass_request_headers: defaults::bypass_request_headers(),
+            ignored_query_params: defaults::ignored_query_params(),
+            lock_timeout: defaults::lock_timeout(),
+            session_cookies: defaults::session_cookies(),
+        }
+    }
+}
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        Self {
+            path: defaults::health_path(),
+            interval: defaults::health_interval(),
+            connect_timeout: defaults::connect_timeout(),
+            read_timeout: defaults::read_timeout(),
+        }
+    }
+}
+
+mod defaults {
+    use std::time::Duration;
+
+    pub fn purge_channel() -> String {
+        "meridian:invalidations".into()
+    }
+    pub fn threads() -> usize {
+        2
+    }
+    pub fn max_request_header_bytes() -> usize {
+        32 * 1024
+    }
+    pub fn max_request_headers() -> usize {
+        100
+    }
+    pub fn grace_period() -> u64 {
+        5
+    }
+    pub fn cache_max_bytes() -> usize {
+        256 * 1024 * 1024
+    }
+    pub fn cache_max_object_bytes() -> usize {
+        8 * 1024 * 1024
+    }
+    pub fn vary_allow() -> Vec<String> {
+        vec!["accept-encoding".into(), "accept-language".into()]
+    }
+    pub fn bypass_request_headers() -> Vec<String> {
+        vec!["x-meridian-lsn".into()]
+    }
+    pub fn ignored_query_params() -> Vec<String> {
+        ["utm_*", "gclid", "fbclid", "msclkid", "mc_cid", "mc_eid"]
+            .into_iter()
+            .map(String::from)
+            .collect()
+    }
+    pub fn lock_timeout() -> Duration {
+        Duration::from_secs(5)
+    }
+    pub fn session_cookies() -> Vec<String> {
+        vec!["meridian_session".into(), "meridian_cart".into()]
+    }
+    pub fn health_path() -> String {
+        "/healthz".into()
+    }
+    pub fn health_interval() -> Duration {
+        Duration::from_millis(500)
+    }
+    pub fn connect_timeout() -> Duration {
+        Duration::from_millis(500)
+    }
+    pub fn read_timeout() -> Duration {
+        Duration::from_secs(5)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{file}: cannot read: {source}")]
+    Read {
+        file: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{file}: {message}")]
+    Parse { file: String, message: String },
+    #[error("edge config: field `{field}`: {problem}")]
+    Invalid { field: String, problem: String },
+}
+
+impl EdgeConfig {
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            file: file.clone(),
+            source,
+        })?;
+        let config: EdgeConfig = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            file: file.clone(),
+            message: e.to_string().trim_end().replace('\n', " | "),
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |field: &str, problem: String| {
+            Err(ConfigError::Invalid {
+                field: field.to_string(),
+                problem,
+            })
+        };
+        if self.region.is_empty() {
+            return invalid("region", "must not be empty".into());
+        }
+        if self.admin_tokens.iter().any(|t| t.len() < 16) {
+            return invalid(
+                "admin_tokens",
+                "every token must be at least 16 characters".into(),
+            );
+        }
+        if self.upstreams.is_empty() {
+            return invalid("upstreams", "list at least one region".into());
+        }
+        let mut seen = BTreeMap::new();
+        for (i, upstream) in self.upstreams.iter().enumerate() {
+            if upstream.origins.is_empty() {
+                return invalid(
+                    &format!("upstreams[{i}].origins"),
+                    format!("region `{}` lists no origin", upstream.name),
+                );
+            }
+            if seen.insert(upstream.name.as_str(), i).is_some() {
+                return invalid(
+                    &format!("upstreams[{i}].name"),
+                    format!("region `{}` is listed twice", upstream.name),
+                );
+            }
+        }
+        if !seen.contains_key(self.region.as_str()) {
+            return invalid(
+                "upstreams",
+                format!("must include the edge's own region `{}`", self.region),
+            );
+        }
+        if !(1024..=1024 * 1024).contains(&self.max_request_header_bytes) {
+            return invalid(
+                "max_request_header_bytes",
+                "must be between 1 KiB and 1 MiB".into(),
+            );
+        }
+        if !(8..=256).contains(&self.max_request_headers) {
+            return invalid("max_request_headers", "must be between 8 and 256".into());
+        }
+        if self.threads == 0 || self.threads > 256 {
+            return invalid("threads", "must be between 1 and 256".into());
+        }
+        if self.cache.max_object_bytes == 0 || self.cache.max_object_bytes > self.cache.max_bytes {
+            return invalid(
+                "cache.max_object_bytes",
+                "must be between 1 and cache.max_bytes".into(),
+            );
+        }
+        if let Some(bad) = self
+            .cache
+            .vary_allow
+            .iter()
+            .chain(&self.cache.bypass_request_headers)
+            .find(|h| http::HeaderName::from_bytes(h.as_bytes()).is_err())
+        {
+            return invalid("cache.vary_allow", format!("`{bad}` is not a header name"));
+        }
+        if !self.health.path.starts_with('/') {
+            return invalid("health.path", "must start with `/`".into());
+        }
+        if self.health.interval < Duration::from_millis(50) {
+            return invalid("health.interval", "must be at least 50ms".into());
+        }
+        if let Some(url) = &self.redis_url
+            && !url.starts_with("redis://")
+        {
+            return invalid("redis_url", format!("`{url}` is not a redis:// URL"));
+        }
+        if let Some(tls) = &self.tls {
+            for (field, path) in [("tls.cert", &tls.cert), ("tls.key", &tls.key)] {
+                if !path.is_file() {
+                    return invalid(field, format!("{} is not a readable file", path.display()));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Upstream regions ordered for failover: own region first, then by
+    /// latency (ties by name, so the order is stable).
+    pub fn failover_order(&self) -> Vec<&UpstreamRegion> {
+        let mut regions: Vec<&UpstreamRegion> = self.upstreams.iter().collect();
+        regions.sort_by_key(|r| (r.name != self.region, r.latency_ms, r.name.clone()));
+        regions
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> EdgeConfig {
+        toml::from_str(
+            r#"
+            region = "eu-west"
+            listen = "127.0.0.1:8200"
+            admin_listen = "127.0.0.1:9200"
+            admin_tokens = ["0123456789abcdef"]
+            [[upstreams]]
+            name = "us-east"
+            origins = ["127.0.0.1:8110"]
+            latency_ms = 80
+            [[upstreams]]
+            name = "eu-west"
+            origins = ["127.0.0.1:8210"]
+            [[upstreams]]
+            name = "ap-southeast"
+            origins = ["127.0.0.1:8310"]
+            latency_ms = 160
+            "#,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn sample_is_valid_and_orders_failover_by_latency() {
+        let config = sample();
+        config.validate().unwrap();
+        let order: Vec<&str> = config
+            .failover_order()
+            .iter()
+            .map(|r| r.name.as_str())
+            .collect();
+        assert_eq!(order, ["eu-west", "us-east", "ap-southeast"]);
+    }
+
+    #[test]
+    fn own_region_must_be_an_upstream() {
+        let mut config = sample();
+        config.region = "moon".into();
+        let error = config.validate().unwrap_err().to_string();
+        assert!(
+            error.contains("upstreams") && error.contains("moon"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn unknown_fields_are_refused() {
+        let error = toml::from_str::<EdgeConfig>("region = \"x\"\ncolour = 1").unwrap_err();
+        assert!(error.to_string().contains("colour"), "{error}");
+    }
+}

@@ -1,0 +1,216 @@
+//! [`EdgeServer`]: builds the pingora server for one edge from its config
+//! (proxy service with plain and TLS listeners, health checks, admin API,
+//! purge listener), then runs it until a shutdown signal.
+//!
+//! The same path serves `meridian edge --config FILE`, `meridian up` (one
+//! process per region) and the tests (in-process, stopped through a
+//! channel).
+
+use std::net::TcpListener as StdListener;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use pingora::apps::HttpServerOptions;
+use pingora::listeners::ListenerConfig;
+use pingora::listeners::tls::TlsSettings;
+use pingora::protocols::l4::stream::L4BufferSettings;
+use pingora::server::configuration::ServerConf;
+use pingora::server::{RunArgs, Server, ShutdownSignalWatch};
+use pingora::services::background::background_service;
+
+use crate::admin::{AdminService, AdminState};
+use crate::cache::EdgeCache;
+use crate::config::EdgeConfig;
+use crate::metrics::EdgeMetrics;
+use crate::proxy::EdgeProxy;
+use crate::proxy::routing::Router;
+use crate::purge_listener::PurgeListener;
+use crate::upstream::{PoolError, build_pools};
+
+/// Listener write buffer: larger than a typical cached response, so header
+/// and body leave in one `send()` (pingora's default is 1,460 bytes, which
+/// splits a ~2 KiB response into two segments).
+const WRITE_BUFFER_BYTES: usize = 16 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Pool(#[from] PoolError),
+    #[error("metrics registry: {0}")]
+    Metrics(#[from] prometheus::Error),
+    #[error("admin listener {addr}: {source}")]
+    AdminBind {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("TLS certificate or key: {0}")]
+    Tls(String),
+    #[error("cannot start the edge thread: {0}")]
+    Thread(std::io::Error),
+}
+
+/// A built edge, ready to run.
+pub struct EdgeServer {
+    server: Server,
+    pub cache: EdgeCache,
+}
+
+impl EdgeServer {
+    pub fn build(config: EdgeConfig) -> Result<Self, StartError> {
+        let conf = ServerConf {
+            threads: config.threads,
+            grace_period_seconds: Some(config.grace_period_seconds),
+            graceful_shutdown_timeout_seconds: Some(config.grace_period_seconds),
+            ..ServerConf::default()
+        };
+        let mut server = Server::new_with_opt_and_conf(None, conf);
+        server.bootstrap();
+
+        let cache = EdgeCache::new(&config.cache);
+        let metrics = Arc::new(EdgeMetrics::new(&config.region)?);
+        let (pools, health_services) = build_pools(&config)?;
+        let router = Arc::new(Router {
+            pools,
+            connect_timeout: config.health.connect_timeout,
+            read_timeout: config.health.read_timeout,
+        });
+
+        let proxy = EdgeProxy {
+            region: config.region.clone(),
+            cache,
+            router: router.clone(),
+            metrics: metrics.clone(),
+            debug_headers: config.debug_headers,
+            limits: crate::proxy::request_filters::RequestLimits {
+                max_header_bytes: config.max_request_header_bytes,
+                max_headers: config.max_request_headers,
+            },
+        };
+        let mut service =
+            pingora::proxy::http_proxy_service_with_name(&server.configuration, proxy, "edge");
+        if let Some(app) = service.app_logic_mut() {
+            let mut options = HttpServerOptions::default();
+            options.h2c = true;
+            app.server_options = Some(options);
+        }
+        let buffers = L4BufferSettings::default().write(WRITE_BUFFER_BYTES);
+        service.add_listener(ListenerConfig::tcp(config.listen.to_string()).l4_buffer(buffers));
+        if let Some(tls) = &config.tls {
+            let cert = tls.cert.display().to_string();
+            let key = tls.key.display().to_string();
+            let mut settings = TlsSettings::intermediate(&cert, &key)
+                .map_err(|e| StartError::Tls(e.to_string()))?;
+            settings.enable_h2();
+            service.add_listener(
+                ListenerConfig::tcp(tls.listen.to_string())
+                    .tls(settings)
+                    .l4_buffer(buffers),
+            );
+        }
+        server.add_service(service);
+        for health in health_services {
+            server.add_service(health);
+        }
+
+        let purge_listener = config.redis_url.as_ref().map(|url| {
+            let subscribed = Arc::new(AtomicBool::new(false));
+            let listener = PurgeListener {
+                redis_url: url.clone(),
+                channel: config.purge_channel.clone(),
+                cache,
+                metrics: metrics.clone(),
+                subscribed: subscribed.clone(),
+            };
+            server.add_service(background_service("purge listener", listener));
+            subscribed
+        });
+
+        let admin_listener =
+            StdListener::bind(config.admin_listen).map_err(|source| StartError::AdminBind {
+                addr: config.admin_listen,
+                source,
+            })?;
+        admin_listener
+            .set_nonblocking(true)
+            .map_err(|source| StartError::AdminBind {
+                addr: config.admin_listen,
+                source,
+            })?;
+        let admin = AdminService::new(
+            admin_listener,
+            AdminState {
+                region: config.region.clone(),
+                cache,
+                router,
+                metrics,
+                tokens: config.admin_tokens.clone().into(),
+                purge_listener,
+            },
+        );
+        server.add_service(background_service("admin", admin));
+        Ok(Self { server, cache })
+    }
+
+    /// Serves until `shutdown` fires (SIGTERM/SIGINT for the binary).
+    pub fn run(self, shutdown: Box<dyn ShutdownSignalWatch>) {
+        self.server.run(RunArgs {
+            shutdown_signal: shutdown,
+        });
+    }
+}
+
+/// A shutdown signal fired by dropping (or using) a [`StopHandle`]: how
+/// tests and embedders stop an edge running on its own thread.
+struct ChannelShutdown(parking_lot::Mutex<Option<tokio::sync::oneshot::Receiver<()>>>);
+
+#[async_trait::async_trait]
+impl ShutdownSignalWatch for ChannelShutdown {
+    async fn recv(&self) -> pingora::server::ShutdownSignal {
+        let receiver = self.0.lock().take();
+        if let Some(receiver) = receiver {
+            // Fired or dropped: either way, stop.
+            let _ = receiver.await;
+        } else {
+            std::future::pending::<()>().await;
+        }
+        pingora::server::ShutdownSignal::FastShutdown
+    }
+}
+
+/// An edge running on a background thread; dropping it stops the edge and
+/// waits for its thread.
+pub struct RunningEdge {
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    pub cache: EdgeCache,
+}
+
+impl EdgeServer {
+    /// Builds and runs the edge on its own thread (tests, benchmarks).
+    pub fn spawn(config: EdgeConfig) -> Result<RunningEdge, StartError> {
+        let edge = Self::build(config)?;
+        let cache = edge.cache;
+        let (stop, receiver) = tokio::sync::oneshot::channel();
+        let shutdown = Box::new(ChannelShutdown(parking_lot::Mutex::new(Some(receiver))));
+        let thread = std::thread::Builder::new()
+            .name("edge".into())
+            .spawn(move || edge.run(shutdown))
+            .map_err(StartError::Thread)?;
+        Ok(RunningEdge {
+            stop: Some(stop),
+            thread: Some(thread),
+            cache,
+        })
+    }
+}
+
+impl Drop for RunningEdge {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
