@@ -34,6 +34,18 @@ pub struct EdgeConfig {
     pub cache: CacheConfig,
     #[serde(default)]
     pub health: HealthConfig,
+    #[serde(default)]
+    pub geo: GeoConfig,
+    /// Rate limits per route class; absent classes are unlimited.
+    #[serde(default)]
+    pub limits: LimitsConfig,
+    /// Bot scoring; absent = off.
+    #[serde(default)]
+    pub bots: Option<BotsConfig>,
+    /// Shopper tokens (JWT): routes cart, checkout and orders to the
+    /// shopper's home region. Without it, every request is anonymous.
+    #[serde(default)]
+    pub identity: Option<IdentityConfig>,
     /// The regional Redis: purge channel. Optional (purges then come only
     /// through the admin API).
     #[serde(default)]
@@ -81,6 +93,172 @@ pub struct UpstreamRegion {
     /// the healthy region with the lowest value. The edge's own region is 0.
     #[serde(default)]
     pub latency_ms: u32,
+    /// ISO 3166-1 alpha-2 countries whose shoppers this region serves.
+    #[serde(default)]
+    pub countries: Vec<String>,
+    /// This region's row of the latency table (ms to each other region):
+    /// orders failover for shoppers located in this region.
+    #[serde(default)]
+    pub latency_ms_to: BTreeMap<String, u32>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GeoConfig {
+    /// A CDN's country header (`CF-IPCountry`), believed only from
+    /// `trusted_ranges`.
+    #[serde(default)]
+    pub trusted_header: Option<String>,
+    /// Peers (CDN, load balancer) whose country header and
+    /// `X-Forwarded-For` are believed.
+    #[serde(default)]
+    pub trusted_ranges: Vec<ipnet::IpNet>,
+    /// A MaxMind-format country database.
+    #[serde(default)]
+    pub database: Option<PathBuf>,
+}
+
+/// A token bucket: `per_second` tokens refill, `burst` at most.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateConfig {
+    pub per_second: u32,
+    pub burst: u32,
+}
+
+/// One route class's buckets.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClassLimits {
+    /// Per client address.
+    #[serde(default)]
+    pub per_ip: Option<RateConfig>,
+    /// Per signed-in user (the token's `sub`).
+    #[serde(default)]
+    pub per_user: Option<RateConfig>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    #[serde(default)]
+    pub browse: Option<ClassLimits>,
+    #[serde(default)]
+    pub search: Option<ClassLimits>,
+    #[serde(default)]
+    pub cart: Option<ClassLimits>,
+    #[serde(default)]
+    pub checkout: Option<ClassLimits>,
+    #[serde(default)]
+    pub orders: Option<ClassLimits>,
+    #[serde(default)]
+    pub admin: Option<ClassLimits>,
+    /// Throttled clients (bot score) get per-IP buckets this many times
+    /// smaller.
+    #[serde(default = "defaults::throttle_divisor")]
+    pub throttle_divisor: u32,
+    /// The region-wide checkout budget (Redis); absent = none.
+    #[serde(default)]
+    pub checkout_budget: Option<BudgetConfig>,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            browse: None,
+            search: None,
+            cart: None,
+            checkout: None,
+            orders: None,
+            admin: None,
+            throttle_divisor: defaults::throttle_divisor(),
+            checkout_budget: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BudgetConfig {
+    /// Checkouts per second across every edge of the region.
+    pub per_second: u32,
+    pub burst: u32,
+    /// This edge's own ceiling while Redis is unreachable.
+    pub fallback_per_second: u32,
+    /// The Redis key of the bucket.
+    #[serde(default = "defaults::budget_key")]
+    pub key: String,
+    /// How long to wait for Redis before using the fallback.
+    #[serde(with = "humantime_serde", default = "defaults::budget_timeout")]
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BotsConfig {
+    /// Score at which a client is throttled (tighter rate limits).
+    #[serde(default = "defaults::throttle_at")]
+    pub throttle_at: u32,
+    /// Score at which a client must pass the cookie challenge.
+    #[serde(default = "defaults::challenge_at")]
+    pub challenge_at: u32,
+    /// Score at which a client is refused (403).
+    #[serde(default = "defaults::block_at")]
+    pub block_at: u32,
+    /// Signs challenge cookies (at least 32 bytes).
+    pub challenge_secret: String,
+    /// How long a passed challenge lasts.
+    #[serde(with = "humantime_serde", default = "defaults::challenge_ttl")]
+    pub challenge_ttl: Duration,
+    /// Path prefixes where request velocity counts towards the score.
+    #[serde(default = "defaults::hot_routes")]
+    pub hot_routes: Vec<String>,
+    /// Requests per second per address on hot routes beyond which the
+    /// score rises.
+    #[serde(default = "defaults::hot_route_per_second")]
+    pub hot_route_per_second: u64,
+    /// Crawlers allowed when both their user agent and network match.
+    #[serde(default)]
+    pub verified: Vec<VerifiedBot>,
+}
+
+impl Default for BotsConfig {
+    fn default() -> Self {
+        Self {
+            throttle_at: defaults::throttle_at(),
+            challenge_at: defaults::challenge_at(),
+            block_at: defaults::block_at(),
+            challenge_secret: String::new(),
+            challenge_ttl: defaults::challenge_ttl(),
+            hot_routes: defaults::hot_routes(),
+            hot_route_per_second: defaults::hot_route_per_second(),
+            verified: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VerifiedBot {
+    pub name: String,
+    /// Substring of the user agent (`Googlebot`).
+    pub user_agent: String,
+    /// Networks the crawler is operated from.
+    pub ranges: Vec<ipnet::IpNet>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdentityConfig {
+    /// Shared HS256 secret (at least 32 bytes).
+    #[serde(default)]
+    pub hs256_secret: Option<String>,
+    /// PEM file of the ES256 public key (instead of a secret).
+    #[serde(default)]
+    pub es256_public_key: Option<PathBuf>,
+    /// Cookie that may carry the token instead of `Authorization`.
+    #[serde(default = "defaults::session_cookie")]
+    pub cookie: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -197,6 +375,39 @@ mod defaults {
     pub fn lock_timeout() -> Duration {
         Duration::from_secs(5)
     }
+    pub fn throttle_divisor() -> u32 {
+        4
+    }
+    pub fn budget_key() -> String {
+        "meridian:budget:checkout".into()
+    }
+    pub fn budget_timeout() -> Duration {
+        Duration::from_millis(50)
+    }
+    pub fn throttle_at() -> u32 {
+        30
+    }
+    pub fn challenge_at() -> u32 {
+        50
+    }
+    pub fn block_at() -> u32 {
+        80
+    }
+    pub fn challenge_ttl() -> Duration {
+        Duration::from_secs(30 * 60)
+    }
+    pub fn hot_routes() -> Vec<String> {
+        ["/v1/products", "/v1/search", "/v1/flash-sales"]
+            .into_iter()
+            .map(String::from)
+            .collect()
+    }
+    pub fn hot_route_per_second() -> u64 {
+        20
+    }
+    pub fn session_cookie() -> String {
+        "meridian_session".into()
+    }
     pub fn session_cookies() -> Vec<String> {
         vec!["meridian_session".into(), "meridian_cart".into()]
     }
@@ -309,6 +520,104 @@ impl EdgeConfig {
             .find(|h| http::HeaderName::from_bytes(h.as_bytes()).is_err())
         {
             return invalid("cache.vary_allow", format!("`{bad}` is not a header name"));
+        }
+        for (i, upstream) in self.upstreams.iter().enumerate() {
+            if let Some(bad) = upstream
+                .countries
+                .iter()
+                .find(|c| c.len() != 2 || !c.chars().all(|ch| ch.is_ascii_alphabetic()))
+            {
+                return invalid(
+                    &format!("upstreams[{i}].countries"),
+                    format!("`{bad}` is not an ISO 3166-1 alpha-2 code"),
+                );
+            }
+        }
+        if let Some(header) = &self.geo.trusted_header
+            && http::HeaderName::from_bytes(header.as_bytes()).is_err()
+        {
+            return invalid(
+                "geo.trusted_header",
+                format!("`{header}` is not a header name"),
+            );
+        }
+        if self.geo.trusted_header.is_some() && self.geo.trusted_ranges.is_empty() {
+            return invalid(
+                "geo.trusted_ranges",
+                "a trusted header needs the ranges it may come from".into(),
+            );
+        }
+        if let Some(path) = &self.geo.database
+            && !path.is_file()
+        {
+            return invalid(
+                "geo.database",
+                format!("{} is not a readable file", path.display()),
+            );
+        }
+        let classes = [
+            ("browse", &self.limits.browse),
+            ("search", &self.limits.search),
+            ("cart", &self.limits.cart),
+            ("checkout", &self.limits.checkout),
+            ("orders", &self.limits.orders),
+            ("admin", &self.limits.admin),
+        ];
+        for (class, limits) in classes {
+            let Some(limits) = limits else { continue };
+            for (scope, rate) in [("per_ip", &limits.per_ip), ("per_user", &limits.per_user)] {
+                if let Some(rate) = rate
+                    && (rate.per_second == 0 || rate.burst == 0)
+                {
+                    return invalid(
+                        &format!("limits.{class}.{scope}"),
+                        "per_second and burst must be at least 1".into(),
+                    );
+                }
+            }
+        }
+        if self.limits.throttle_divisor == 0 {
+            return invalid("limits.throttle_divisor", "must be at least 1".into());
+        }
+        if let Some(budget) = &self.limits.checkout_budget
+            && (budget.per_second == 0 || budget.burst == 0 || budget.fallback_per_second == 0)
+        {
+            return invalid(
+                "limits.checkout_budget",
+                "per_second, burst and fallback_per_second must be at least 1".into(),
+            );
+        }
+        if let Some(bots) = &self.bots {
+            if bots.challenge_secret.len() < 32 {
+                return invalid("bots.challenge_secret", "must be at least 32 bytes".into());
+            }
+            if !(bots.throttle_at <= bots.challenge_at && bots.challenge_at <= bots.block_at) {
+                return invalid(
+                    "bots",
+                    "thresholds must satisfy throttle_at <= challenge_at <= block_at".into(),
+                );
+            }
+        }
+        if let Some(identity) = &self.identity {
+            match (&identity.hs256_secret, &identity.es256_public_key) {
+                (Some(secret), None) if secret.len() >= 32 => {}
+                (Some(_), None) => {
+                    return invalid("identity.hs256_secret", "must be at least 32 bytes".into());
+                }
+                (None, Some(path)) if path.is_file() => {}
+                (None, Some(path)) => {
+                    return invalid(
+                        "identity.es256_public_key",
+                        format!("{} is not a readable file", path.display()),
+                    );
+                }
+                _ => {
+                    return invalid(
+                        "identity",
+                        "set exactly one of hs256_secret and es256_public_key".into(),
+                    );
+                }
+            }
         }
         if !self.health.path.starts_with('/') {
             return invalid("health.path", "must start with `/`".into());

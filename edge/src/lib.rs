@@ -10,6 +10,11 @@
 //! - [`cache`]: the bounded object storage, TinyUFO eviction, cache key,
 //!   cache policy and purge.
 //! - [`upstream`]: health-checked origin pools per region.
+//! - [`geo`]: the client's region (trusted header, GeoIP database, default).
+//! - [`identity`]: shopper JWTs, for home-region routing.
+//! - [`rate_limiting`]: token buckets per route class, IP and user; the
+//!   region-wide checkout budget in Redis.
+//! - [`bots`]: bot scoring, challenge cookies.
 //! - [`purge_listener`]: purges from the regional Redis channel.
 //! - [`admin`]: metrics, health, readiness and purge API on the admin port.
 //! - [`metrics`]: the Prometheus registry.
@@ -18,11 +23,15 @@
 //! business rule beyond route classes.
 
 pub mod admin;
+pub mod bots;
 pub mod cache;
 pub mod config;
+pub mod geo;
+pub mod identity;
 pub mod metrics;
 pub mod proxy;
 pub mod purge_listener;
+pub mod rate_limiting;
 pub mod server;
 pub mod upstream;
 

@@ -23,6 +23,10 @@ pub struct EdgeMetrics {
     pub origin_healthy: IntGaugeVec,
     pub purges: IntCounterVec,
     pub failovers: IntCounterVec,
+    pub geo: IntCounterVec,
+    pub bots: IntCounterVec,
+    pub rate_limited: IntCounterVec,
+    pub checkout_budget: IntCounterVec,
     cache_items: IntGauge,
     cache_bytes: IntGauge,
     cache_evictions: IntGauge,
@@ -85,6 +89,37 @@ impl EdgeMetrics {
                         "Requests sent to another region than the first choice",
                     ),
                     &["from", "to"],
+                )?,
+            ),
+            geo: register(
+                &registry,
+                IntCounterVec::new(
+                    Opts::new("geo_decisions_total", "How the client's region was decided"),
+                    &["source"],
+                )?,
+            ),
+            bots: register(
+                &registry,
+                IntCounterVec::new(
+                    Opts::new("bot_decisions_total", "Bot-scoring decisions by action"),
+                    &["action"],
+                )?,
+            ),
+            rate_limited: register(
+                &registry,
+                IntCounterVec::new(
+                    Opts::new("rate_limited_total", "Requests refused with 429, by policy"),
+                    &["policy"],
+                )?,
+            ),
+            checkout_budget: register(
+                &registry,
+                IntCounterVec::new(
+                    Opts::new(
+                        "checkout_budget_total",
+                        "Checkout budget decisions by source (redis, local) and result",
+                    ),
+                    &["source", "result"],
                 )?,
             ),
             cache_items: register(

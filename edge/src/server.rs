@@ -19,12 +19,17 @@ use pingora::server::{RunArgs, Server, ShutdownSignalWatch};
 use pingora::services::background::background_service;
 
 use crate::admin::{AdminService, AdminState};
+use crate::bots::BotScorer;
 use crate::cache::EdgeCache;
 use crate::config::EdgeConfig;
+use crate::geo::Geo;
+use crate::identity::Identity;
 use crate::metrics::EdgeMetrics;
 use crate::proxy::EdgeProxy;
 use crate::proxy::routing::Router;
 use crate::purge_listener::PurgeListener;
+use crate::rate_limiting::budget::CheckoutBudget;
+use crate::rate_limiting::{LimitsMaintenance, RateLimits};
 use crate::upstream::{PoolError, build_pools};
 
 /// Listener write buffer: larger than a typical cached response, so header
@@ -36,6 +41,12 @@ const WRITE_BUFFER_BYTES: usize = 16 * 1024;
 pub enum StartError {
     #[error(transparent)]
     Pool(#[from] PoolError),
+    #[error(transparent)]
+    Geo(#[from] crate::geo::GeoError),
+    #[error(transparent)]
+    Identity(#[from] crate::identity::IdentityError),
+    #[error("checkout budget Redis client: {0}")]
+    Redis(String),
     #[error("metrics registry: {0}")]
     Metrics(#[from] prometheus::Error),
     #[error("admin listener {addr}: {source}")]
@@ -69,18 +80,57 @@ impl EdgeServer {
         let cache = EdgeCache::new(&config.cache);
         let metrics = Arc::new(EdgeMetrics::new(&config.region)?);
         let (pools, health_services) = build_pools(&config)?;
-        let router = Arc::new(Router {
+        let regions = config.failover_order();
+        let latency: Vec<Vec<Option<u32>>> = regions
+            .iter()
+            .enumerate()
+            .map(|(a, from)| {
+                regions
+                    .iter()
+                    .map(|to| match a {
+                        _ if from.name == to.name => Some(0),
+                        0 => Some(to.latency_ms),
+                        _ => from.latency_ms_to.get(&to.name).copied(),
+                    })
+                    .collect()
+            })
+            .collect();
+        let countries: Vec<Vec<String>> = regions.iter().map(|r| r.countries.clone()).collect();
+        let geo = Geo::new(&config.geo, &countries)?;
+        let identity = config.identity.as_ref().map(Identity::new).transpose()?;
+        let router = Arc::new(Router::new(
             pools,
-            connect_timeout: config.health.connect_timeout,
-            read_timeout: config.health.read_timeout,
-        });
+            &latency,
+            config.health.connect_timeout,
+            config.health.read_timeout,
+        ));
 
+        let rate_limits = Arc::new(RateLimits::new(&config.limits));
+        let budget = config
+            .limits
+            .checkout_budget
+            .as_ref()
+            .map(|b| CheckoutBudget::new(b, config.redis_url.as_deref()).map(Arc::new))
+            .transpose()
+            .map_err(|e| StartError::Redis(e.to_string()))?;
+        server.add_service(background_service(
+            "limits",
+            LimitsMaintenance {
+                limits: rate_limits.clone(),
+                budget: budget.clone(),
+            },
+        ));
         let proxy = EdgeProxy {
             region: config.region.clone(),
             cache,
             router: router.clone(),
             metrics: metrics.clone(),
             debug_headers: config.debug_headers,
+            geo,
+            identity,
+            rate_limits,
+            bots: config.bots.as_ref().map(BotScorer::new),
+            budget,
             limits: crate::proxy::request_filters::RequestLimits {
                 max_header_bytes: config.max_request_header_bytes,
                 max_headers: config.max_request_headers,

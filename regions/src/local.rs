@@ -5,7 +5,10 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
-use meridian_edge::config::{EdgeConfig, TlsConfig, UpstreamRegion};
+use meridian_edge::config::{
+    BotsConfig, BudgetConfig, ClassLimits, EdgeConfig, GeoConfig, IdentityConfig, LimitsConfig,
+    RateConfig, TlsConfig, UpstreamRegion, VerifiedBot,
+};
 
 use meridian_origin::config::{
     AdminToken, CacheConfig, DatabaseConfig, OriginConfig, ReplicaConfig,
@@ -68,6 +71,49 @@ pub struct EdgeAddrs {
     pub tls: Option<TlsConfig>,
 }
 
+/// Secrets and files shared by every edge of a local stack.
+#[derive(Debug, Clone)]
+pub struct EdgeSecrets {
+    pub admin_token: String,
+    /// Signs shopper tokens (HS256).
+    pub jwt_secret: String,
+    /// Signs bot-challenge cookies.
+    pub challenge_secret: String,
+    /// A MaxMind-format country database, when one is installed.
+    pub geo_database: Option<std::path::PathBuf>,
+}
+
+/// Where `.ci/install-deps` puts the CC0 country database
+/// (ip-location-db, MaxMind format), relative to the repository root.
+pub const GEO_DATABASE: &str = ".meridian/geo/geo-whois-asn-country.mmdb";
+
+/// The local stack's rate limits: generous for one developer, but real.
+fn local_limits() -> LimitsConfig {
+    let rate = |per_second, burst| Some(RateConfig { per_second, burst });
+    let class = |ip: Option<RateConfig>, user: Option<RateConfig>| {
+        Some(ClassLimits {
+            per_ip: ip,
+            per_user: user,
+        })
+    };
+    LimitsConfig {
+        browse: class(rate(500, 1000), None),
+        search: class(rate(100, 200), None),
+        cart: class(rate(20, 40), rate(20, 40)),
+        checkout: class(rate(5, 10), rate(5, 10)),
+        orders: class(rate(20, 40), rate(20, 40)),
+        admin: class(rate(50, 100), None),
+        throttle_divisor: 4,
+        checkout_budget: Some(BudgetConfig {
+            per_second: 50,
+            burst: 100,
+            fallback_per_second: 20,
+            key: "meridian:budget:checkout".into(),
+            timeout: std::time::Duration::from_millis(50),
+        }),
+    }
+}
+
 /// An edge config for `region`: every region with a running origin (in
 /// `origins`) is an upstream, with the topology's latency from `region`.
 pub fn edge_config(
@@ -76,7 +122,7 @@ pub fn edge_config(
     origins: &BTreeMap<String, SocketAddr>,
     addrs: EdgeAddrs,
     redis_url: Option<String>,
-    admin_token: &str,
+    secrets: &EdgeSecrets,
 ) -> EdgeConfig {
     let upstreams = topology
         .regions()
@@ -95,6 +141,8 @@ pub fn edge_config(
                 name: other.name.clone(),
                 origins: vec![*origin],
                 latency_ms,
+                countries: other.countries.clone(),
+                latency_ms_to: other.latency_ms.clone().into_iter().collect(),
             })
         })
         .collect();
@@ -103,10 +151,43 @@ pub fn edge_config(
         listen: addrs.listen,
         admin_listen: addrs.admin,
         tls: addrs.tls,
-        admin_tokens: vec![admin_token.to_string()],
+        admin_tokens: vec![secrets.admin_token.clone()],
         upstreams,
         cache: Default::default(),
         health: Default::default(),
+        // A developer can pretend to be elsewhere: `-H 'CF-IPCountry: DE'`.
+        geo: GeoConfig {
+            trusted_header: Some("cf-ipcountry".into()),
+            trusted_ranges: ["127.0.0.0/8"]
+                .iter()
+                .filter_map(|r| r.parse().ok())
+                .collect(),
+            database: secrets.geo_database.clone(),
+        },
+        limits: local_limits(),
+        // Scores every request, but only challenges or blocks obvious
+        // automation, so `curl` against the local stack still works
+        // (throttled).
+        bots: Some(BotsConfig {
+            throttle_at: 50,
+            challenge_at: 90,
+            block_at: 110,
+            challenge_secret: secrets.challenge_secret.clone(),
+            verified: vec![VerifiedBot {
+                name: "googlebot".into(),
+                user_agent: "Googlebot".into(),
+                ranges: ["66.249.64.0/19"]
+                    .iter()
+                    .filter_map(|r| r.parse().ok())
+                    .collect(),
+            }],
+            ..BotsConfig::default()
+        }),
+        identity: Some(IdentityConfig {
+            hs256_secret: Some(secrets.jwt_secret.clone()),
+            es256_public_key: None,
+            cookie: "meridian_session".into(),
+        }),
         redis_url,
         purge_channel: meridian_topology::invalidation::CHANNEL.to_string(),
         threads: 1,

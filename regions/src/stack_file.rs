@@ -15,6 +15,10 @@ pub const DEFAULT_PATH: &str = ".meridian/stack.json";
 pub struct StackFile {
     /// Bearer token for every admin API of the local stack.
     pub admin_token: String,
+    /// HS256 secret of shopper tokens (JWT with `sub` and `region`) that the
+    /// edges verify.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwt_secret: Option<String>,
     pub home_region: String,
     /// Where the servers keep their data and logs.
     pub data_dir: PathBuf,

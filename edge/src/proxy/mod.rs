@@ -25,10 +25,15 @@ use pingora::prelude::HttpPeer;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::{Error, ErrorSource, ErrorType, Result};
 
+use crate::bots::{BotAction, BotScorer};
 use crate::cache::EdgeCache;
 use crate::cache::key::cache_key;
 use crate::cache::policy;
+use crate::geo::{Geo, GeoSource};
+use crate::identity::{Identity, Shopper};
 use crate::metrics::EdgeMetrics;
+use crate::rate_limiting::RateLimits;
+use crate::rate_limiting::budget::CheckoutBudget;
 use request_filters::{RouteClass, credentialed, sanitise};
 use response_modifiers::{CacheStatus, decorate, respond_problem};
 use routing::Router;
@@ -40,7 +45,12 @@ pub struct EdgeProxy {
     pub router: Arc<Router>,
     pub metrics: Arc<EdgeMetrics>,
     pub debug_headers: bool,
+    pub geo: Geo,
+    pub identity: Option<Identity>,
     pub limits: request_filters::RequestLimits,
+    pub rate_limits: Arc<RateLimits>,
+    pub bots: Option<BotScorer>,
+    pub budget: Option<Arc<CheckoutBudget>>,
 }
 
 /// What one request carries between phases.
@@ -56,6 +66,21 @@ pub struct RequestCtx {
 }
 
 impl EdgeProxy {
+    /// Answers the request from the edge with a problem and stops it.
+    async fn refuse(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        status: u16,
+        title: &str,
+        detail: &str,
+        headers: &[(&'static str, String)],
+    ) -> Result<bool> {
+        ctx.local_status = Some(status);
+        respond_problem(session, status, title, detail, headers).await?;
+        Ok(true)
+    }
+
     fn key_debug(&self, ctx: &RequestCtx) -> Option<String> {
         self.debug_headers
             .then(|| format!("host={} path={}", ctx.host, ctx.path_and_query))
@@ -79,6 +104,18 @@ impl ProxyHttp for EdgeProxy {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Self::CTX) -> Result<bool> {
+        // Geolocate before the filters strip forwarding headers.
+        let peer = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip());
+        let (client_region, source) = self
+            .geo
+            .locate(session.req_header(), peer)
+            .unwrap_or((0, GeoSource::Default));
+        ctx.routing.located_in(client_region);
+        self.metrics.geo.with_label_values(&[source.as_str()]).inc();
+        let client_ip = self.geo.client_ip(session.req_header(), peer);
         let raw = session
             .as_downstream()
             .as_http1()
@@ -97,22 +134,142 @@ impl ProxyHttp for EdgeProxy {
         ) {
             Ok(accepted) => accepted,
             Err(rejection) => {
-                ctx.local_status = Some(rejection.status);
-                respond_problem(
-                    session,
-                    rejection.status,
-                    rejection.title,
-                    &rejection.detail,
-                    &[],
-                )
-                .await?;
-                return Ok(true);
+                return self
+                    .refuse(
+                        session,
+                        ctx,
+                        rejection.status,
+                        rejection.title,
+                        &rejection.detail,
+                        &[],
+                    )
+                    .await;
             }
         };
         ctx.route = accepted.route;
         ctx.host = accepted.host;
         ctx.path_and_query = accepted.path_and_query;
         ctx.credentialed = credentialed(session.req_header(), &self.cache.config.session_cookies);
+        let shopper = match &self.identity {
+            Some(identity) => identity.shopper(session.req_header()),
+            None => Shopper::Anonymous,
+        };
+        if ctx.route.personal() {
+            match &shopper {
+                Shopper::SignedIn(claims) => match self.router.index_of(&claims.region) {
+                    Some(home) => ctx.routing.pin(home),
+                    None => {
+                        let detail =
+                            format!("unknown home region `{}` in the token", claims.region);
+                        return self
+                            .refuse(session, ctx, 401, "Invalid token", &detail, &[])
+                            .await;
+                    }
+                },
+                Shopper::Invalid => {
+                    let challenge = [(
+                        "www-authenticate",
+                        "Bearer error=\"invalid_token\"".to_string(),
+                    )];
+                    return self
+                        .refuse(
+                            session,
+                            ctx,
+                            401,
+                            "Invalid token",
+                            "the shopper token is expired, malformed or not signed by us",
+                            &challenge,
+                        )
+                        .await;
+                }
+                Shopper::Anonymous => {}
+            }
+        }
+
+        let mut throttled = false;
+        if let Some(bots) = &self.bots {
+            let action = bots.decide(session.req_header(), client_ip, &ctx.path_and_query);
+            self.metrics
+                .bots
+                .with_label_values(&[action.as_str()])
+                .inc();
+            match action {
+                BotAction::Block => {
+                    return self
+                        .refuse(
+                            session,
+                            ctx,
+                            403,
+                            "Automated traffic refused",
+                            "this client looks automated; contact support if this is wrong",
+                            &[],
+                        )
+                        .await;
+                }
+                BotAction::Challenge => {
+                    let cookie = bots.challenge_cookie(client_ip, session.req_header());
+                    let headers = [("set-cookie", bots.set_cookie(&cookie))];
+                    return self
+                        .refuse(
+                            session,
+                            ctx,
+                            403,
+                            "Challenge",
+                            "retry this request with the cookie just set (browsers do this on their own)",
+                            &headers,
+                        )
+                        .await;
+                }
+                BotAction::Throttle => throttled = true,
+                BotAction::Allow | BotAction::Verified | BotAction::Passed => {}
+            }
+        }
+
+        let user = match &shopper {
+            Shopper::SignedIn(claims) => Some(claims.sub.as_str()),
+            _ => None,
+        };
+        let mut refusal = self
+            .rate_limits
+            .check(ctx.route, client_ip, user, throttled);
+        if refusal.is_none()
+            && ctx.route == RouteClass::Checkout
+            && session.req_header().method == http::Method::POST
+            && let Some(budget) = &self.budget
+        {
+            let (verdict, source) = budget.take().await;
+            let result = if verdict.is_some() {
+                "limited"
+            } else {
+                "allowed"
+            };
+            self.metrics
+                .checkout_budget
+                .with_label_values(&[source.as_str(), result])
+                .inc();
+            refusal = verdict;
+        }
+        if let Some(refusal) = refusal {
+            self.metrics
+                .rate_limited
+                .with_label_values(&[&refusal.policy])
+                .inc();
+            let detail = format!(
+                "too many requests under policy `{}`; retry in {} s",
+                refusal.policy,
+                refusal.retry_after_secs().max(1)
+            );
+            return self
+                .refuse(
+                    session,
+                    ctx,
+                    429,
+                    "Too many requests",
+                    &detail,
+                    &refusal.headers(),
+                )
+                .await;
+        }
         Ok(false)
     }
 

@@ -18,7 +18,7 @@ use nix::sys::signal::Signal;
 use super::{CliError, load_topology, stop_signal};
 use crate::launcher::process::ManagedProcess;
 use crate::launcher::{CATALOG_DATABASE, LocalStack, free_port};
-use crate::local::{EdgeAddrs, edge_config, origin_config};
+use crate::local::{EdgeAddrs, EdgeSecrets, GEO_DATABASE, edge_config, origin_config};
 use crate::stack_file::{DEFAULT_PATH, PostgresEndpoints, RegionEndpoints, StackFile};
 
 /// How long an origin may take to answer `/readyz`.
@@ -173,6 +173,20 @@ pub async fn run(args: UpArgs) -> Result<(), CliError> {
         })
         .collect();
     let (cert, key) = write_local_certificate(&data_dir)?;
+    let geo_database = std::path::absolute(GEO_DATABASE)
+        .ok()
+        .filter(|path| path.is_file());
+    if geo_database.is_none() {
+        println!(
+            "no GeoIP database at {GEO_DATABASE} (run .ci/install-deps); edges locate clients by header only"
+        );
+    }
+    let secrets = EdgeSecrets {
+        admin_token: admin_token.clone(),
+        jwt_secret: random_token() + &random_token(),
+        challenge_secret: random_token() + &random_token(),
+        geo_database,
+    };
     let mut edges = Vec::new();
     for region in topology.regions() {
         let field = |name: &str| format!("{}: edge.{name}", region.name);
@@ -192,7 +206,7 @@ pub async fn run(args: UpArgs) -> Result<(), CliError> {
             &origin_addrs,
             addrs.clone(),
             redis,
-            &admin_token,
+            &secrets,
         );
         let config_path = base.join(format!("edge-{}.toml", region.name));
         let text = toml::to_string(&config)
@@ -228,7 +242,8 @@ pub async fn run(args: UpArgs) -> Result<(), CliError> {
         wait_ready(&mut edge.service, "edge").await?;
     }
 
-    let stack_file = describe(&stack, &topology, &origins, &edges, &admin_token, &data_dir);
+    let mut stack_file = describe(&stack, &topology, &origins, &edges, &admin_token, &data_dir);
+    stack_file.jwt_secret = Some(secrets.jwt_secret.clone());
     stack_file.write(&args.stack_file)?;
     print_summary(&stack_file, &args.stack_file);
 
@@ -352,6 +367,7 @@ fn describe(
     }
     StackFile {
         admin_token: admin_token.to_string(),
+        jwt_secret: None,
         home_region: topology.home().name.clone(),
         data_dir: data_dir.to_path_buf(),
         catalog_primary: stack.primary_url(),

@@ -4,8 +4,10 @@
 
 mod cache;
 mod failover;
+mod limits;
 mod protocol;
 mod purge;
+mod routing;
 pub mod upstream;
 
 use std::net::SocketAddr;
@@ -44,6 +46,8 @@ pub fn region(name: &str, origin: SocketAddr, latency_ms: u32) -> UpstreamRegion
         name: name.to_string(),
         origins: vec![origin],
         latency_ms,
+        countries: Vec::new(),
+        latency_ms_to: Default::default(),
     }
 }
 
@@ -63,7 +67,12 @@ impl TestEdge {
         let edge = TestEdge {
             url,
             admin,
-            client: reqwest::Client::new(),
+            // No pooled connections: an edge may close a connection after
+            // an error response, and a reused one would race that close.
+            client: reqwest::Client::builder()
+                .pool_max_idle_per_host(0)
+                .build()
+                .expect("http client"),
             _edge: edge,
         };
         let deadline = Instant::now() + Duration::from_secs(10);
