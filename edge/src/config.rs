@@ -56,6 +56,14 @@ pub struct EdgeConfig {
     /// Worker threads of the proxy service.
     #[serde(default = "defaults::threads")]
     pub threads: usize,
+    /// Let idle worker threads steal tasks from busy ones. Off by default:
+    /// one single-threaded runtime per worker is cheaper per request.
+    #[serde(default)]
+    pub work_stealing: bool,
+    /// Listener write buffer in bytes: responses up to this size leave in
+    /// one `send()`.
+    #[serde(default = "defaults::write_buffer_bytes")]
+    pub write_buffer_bytes: usize,
     /// Add `X-Cache-Key` (the normalised key parts) and keep
     /// `Surrogate-Key` on responses. Development and tests only.
     #[serde(default)]
@@ -351,6 +359,9 @@ mod defaults {
     pub fn max_request_headers() -> usize {
         100
     }
+    pub fn write_buffer_bytes() -> usize {
+        16 * 1024
+    }
     pub fn grace_period() -> u64 {
         5
     }
@@ -502,6 +513,12 @@ impl EdgeConfig {
         }
         if !(8..=256).contains(&self.max_request_headers) {
             return invalid("max_request_headers", "must be between 8 and 256".into());
+        }
+        if !(1460..=1024 * 1024).contains(&self.write_buffer_bytes) {
+            return invalid(
+                "write_buffer_bytes",
+                "must be between 1460 and 1048576".into(),
+            );
         }
         if self.threads == 0 || self.threads > 256 {
             return invalid("threads", "must be between 1 and 256".into());

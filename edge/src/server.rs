@@ -32,11 +32,6 @@ use crate::rate_limiting::budget::CheckoutBudget;
 use crate::rate_limiting::{LimitsMaintenance, RateLimits};
 use crate::upstream::{PoolError, build_pools};
 
-/// Listener write buffer: larger than a typical cached response, so header
-/// and body leave in one `send()` (pingora's default is 1,460 bytes, which
-/// splits a ~2 KiB response into two segments).
-const WRITE_BUFFER_BYTES: usize = 16 * 1024;
-
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error(transparent)]
@@ -70,6 +65,7 @@ impl EdgeServer {
     pub fn build(config: EdgeConfig) -> Result<Self, StartError> {
         let conf = ServerConf {
             threads: config.threads,
+            work_stealing: config.work_stealing,
             grace_period_seconds: Some(config.grace_period_seconds),
             graceful_shutdown_timeout_seconds: Some(config.grace_period_seconds),
             ..ServerConf::default()
@@ -143,7 +139,10 @@ impl EdgeServer {
             options.h2c = true;
             app.server_options = Some(options);
         }
-        let buffers = L4BufferSettings::default().write(WRITE_BUFFER_BYTES);
+        // Larger than a typical cached response, so header and body leave
+        // in one `send()` (pingora's default, 1,460 bytes, splits a ~2 KiB
+        // response into two segments).
+        let buffers = L4BufferSettings::default().write(config.write_buffer_bytes);
         service.add_listener(ListenerConfig::tcp(config.listen.to_string()).l4_buffer(buffers));
         if let Some(tls) = &config.tls {
             let cert = tls.cert.display().to_string();

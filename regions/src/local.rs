@@ -191,6 +191,8 @@ pub fn edge_config(
         redis_url,
         purge_channel: meridian_topology::invalidation::CHANNEL.to_string(),
         threads: 1,
+        work_stealing: false,
+        write_buffer_bytes: 16 * 1024,
         max_request_header_bytes: 32 * 1024,
         max_request_headers: 100,
         // A local stack is for development: show the cache key parts.

@@ -66,12 +66,36 @@ pub fn normalise_path_and_query(
     }
 }
 
+/// Size of the XXH3 secret (the algorithm's default secret size).
+const SECRET_BYTES: usize = 192;
+
+/// The secret that keys the cache-key hash: random per process, so no one
+/// can craft two URLs whose keys collide (the cache lives in memory; keys
+/// never need to match across processes).
+pub struct KeySecret([u8; SECRET_BYTES]);
+
+impl KeySecret {
+    pub fn random() -> Self {
+        let mut secret = [0u8; SECRET_BYTES];
+        rand::fill(&mut secret[..]);
+        Self(secret)
+    }
+}
+
 /// The cache key of a (normalised) request: host (lowercase, as the
 /// origin will see it) and path-and-query. HEAD shares GET's entries.
-pub fn cache_key(host: &str, path_and_query: &str) -> CacheKey {
+///
+/// pingora would hash the primary key with BLAKE2 on every use (lookup,
+/// lock, eviction); a keyed XXH3-128 computed once is as collision-proof
+/// against outsiders here and much cheaper.
+pub fn cache_key(host: &str, path_and_query: &str, secret: &KeySecret) -> CacheKey {
     // The host holds no `/` (checked by the request filters) and the path
     // starts with one, so `host + path` splits unambiguously.
-    CacheKey::new(format!("{}{path_and_query}", host.to_ascii_lowercase()), "")
+    let primary = format!("{}{path_and_query}", host.to_ascii_lowercase());
+    let hash = xxhash_rust::xxh3::xxh3_128_with_secret(primary.as_bytes(), &secret.0).to_be_bytes();
+    let mut key = CacheKey::new(primary, "");
+    key.set_primary_bin_override(hash);
+    key
 }
 
 /// The id shared by every host's copy of one path and query, for purges
@@ -127,14 +151,19 @@ mod tests {
     #[test]
     fn equivalent_requests_share_a_key() {
         use pingora::cache::key::CacheHashKey;
+        let secret = KeySecret::random();
         let a = cache_key(
             "Shop.Example",
             &normalise_path_and_query("/p", Some("b=2&a=1&utm_x=y"), &ignored()),
+            &secret,
         );
         let b = cache_key(
             "shop.example",
             &normalise_path_and_query("/p", Some("a=1&b=2"), &ignored()),
+            &secret,
         );
         assert_eq!(a.combined_bin(), b.combined_bin());
+        let other = cache_key("shop.example", "/p?a=1&b=3", &secret);
+        assert_ne!(a.combined_bin(), other.combined_bin());
     }
 }

@@ -48,6 +48,7 @@ pub struct EdgeCache {
     pub lock: &'static CacheKeyLockImpl,
     pub config: &'static CacheConfig,
     pub ignored_params: &'static key::IgnoredParams,
+    pub key_secret: &'static key::KeySecret,
 }
 
 impl EdgeCache {
@@ -64,6 +65,7 @@ impl EdgeCache {
             ignored_params: Box::leak(Box::new(key::IgnoredParams::new(
                 &config.ignored_query_params,
             ))),
+            key_secret: Box::leak(Box::new(key::KeySecret::random())),
         }
     }
 

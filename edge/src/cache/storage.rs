@@ -90,13 +90,36 @@ impl Object {
     }
 }
 
+/// Approximate heap bytes of a compacted header: the map's entries and
+/// index, plus each value's own allocation.
 fn header_bytes(header: &ResponseHeader) -> usize {
-    header
-        .headers
-        .iter()
-        .map(|(name, value)| name.as_str().len() + value.len() + 4)
-        .sum::<usize>()
-        + 32
+    const ENTRY: usize = 112;
+    header.headers.capacity() * (ENTRY + 4)
+        + header
+            .headers
+            .iter()
+            .map(|(_, value)| value.len() + 32)
+            .sum::<usize>()
+}
+
+/// A copy of `header` that owns exactly what it needs: no case map, a map
+/// sized to its headers, and values copied out of the upstream's read
+/// buffer (which a zero-copy value would otherwise keep alive, whole, for
+/// as long as the object is cached).
+fn compact(header: &ResponseHeader) -> ResponseHeader {
+    let Ok(mut out) = ResponseHeader::build_no_case(header.status, Some(header.headers.len()))
+    else {
+        return header.clone();
+    };
+    out.set_version(header.version);
+    for (name, value) in &header.headers {
+        let value =
+            http::HeaderValue::from_bytes(value.as_bytes()).unwrap_or_else(|_| value.clone());
+        if out.append_header(name.clone(), value).is_err() {
+            return header.clone();
+        }
+    }
+    out
 }
 
 fn surrogate_keys(header: &ResponseHeader) -> Box<[Box<str>]> {
@@ -325,8 +348,14 @@ impl HandleMiss for Miss {
                 "response larger than cache.max_object_bytes; not stored",
             );
         }
-        let header = meta.response_header_copy();
-        let body = std::mem::take(&mut self.body).freeze();
+        let header = compact(meta.response_header());
+        let body = std::mem::take(&mut self.body);
+        // Growth may have left up to twice the body allocated; keep it exact.
+        let body = if body.capacity() > body.len() + body.len() / 8 {
+            Bytes::copy_from_slice(&body)
+        } else {
+            body.freeze()
+        };
         let size = body.len() + header_bytes(&header) + ENTRY_OVERHEAD;
         let tags = surrogate_keys(&header);
         self.storage.insert(
@@ -384,12 +413,19 @@ impl Storage for ObjectStorage {
         if let Some(variance) = meta.variance() {
             copy.set_variance(variance);
         }
+        let expected = meta
+            .headers()
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<usize>().ok())
+            .filter(|len| *len <= self.max_object_bytes)
+            .unwrap_or(0);
         Ok(Box::new(Miss {
             storage: self,
             id: entry_id(key),
             path: super::key::path_id_of(key),
             meta: Some(copy),
-            body: BytesMut::new(),
+            body: BytesMut::with_capacity(expected),
             too_large: false,
         }))
     }

@@ -302,7 +302,11 @@ impl ProxyHttp for EdgeProxy {
     }
 
     fn cache_key_callback(&self, _session: &Session, ctx: &mut Self::CTX) -> Result<CacheKey> {
-        Ok(cache_key(&ctx.host, &ctx.path_and_query))
+        Ok(cache_key(
+            &ctx.host,
+            &ctx.path_and_query,
+            self.cache.key_secret,
+        ))
     }
 
     async fn cache_hit_filter(

@@ -144,8 +144,15 @@ pub fn sanitise(
     }
     check_framing(request, raw_header)?;
     let host = host_of(request)?;
-    for name in UNKEYED_HEADERS {
-        request.remove_header(*name);
+    // One pass over the (few) request headers; removal only when needed.
+    let unkeyed: Vec<http::HeaderName> = request
+        .headers
+        .keys()
+        .filter(|name| UNKEYED_HEADERS.contains(&name.as_str()))
+        .cloned()
+        .collect();
+    for name in &unkeyed {
+        request.remove_header(name);
     }
     let path = request.uri.path();
     if !path.starts_with('/') || path.contains("/../") || path.ends_with("/..") {

@@ -118,6 +118,39 @@ async fn stale_if_error_covers_origin_errors_and_outages() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_objects_are_revalidated_with_their_etag() {
+    let upstream = TestUpstream::start("local").await;
+    let edge = edge_in_front_of(&upstream).await;
+    let path = "/etag?cc=public,max-age=1&etag=%22v1%22";
+    let first = edge.get(path).await;
+    assert_eq!(first.headers()["etag"], "\"v1\"");
+    // A client's own conditional request is answered by the edge.
+    let conditional = edge.get_with(path, &[("if-none-match", "\"v1\"")]).await;
+    assert_eq!(conditional.status(), 304);
+    assert_eq!(x_cache(&conditional), "HIT");
+
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let revalidated = edge.get(path).await;
+    assert_eq!(revalidated.status(), 200);
+    assert_eq!(x_cache(&revalidated), "EXPIRED");
+    assert_eq!(
+        body(revalidated).await["count"],
+        1,
+        "the stored body, revalidated"
+    );
+    assert_eq!(upstream.not_modified(), 1, "the origin answered 304");
+    assert_eq!(x_cache(&edge.get(path).await), "HIT", "fresh again");
+
+    // no-cache: stored, but revalidated on every request.
+    let no_cache = "/no-cache?cc=no-cache&etag=%22n1%22";
+    edge.get(no_cache).await;
+    for _ in 0..2 {
+        assert_eq!(x_cache(&edge.get(no_cache).await), "EXPIRED");
+    }
+    assert_eq!(upstream.not_modified(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn vary_keeps_variants_apart_and_unlisted_vary_is_not_stored() {
     let upstream = TestUpstream::start("local").await;
     let edge = edge_in_front_of(&upstream).await;

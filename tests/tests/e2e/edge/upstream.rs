@@ -3,7 +3,7 @@
 //! Every response is shaped by the request's query, so each test picks its
 //! own behaviour per URL: `cc` (Cache-Control), `vary`, `cookie`
 //! (Set-Cookie), `tag` (Surrogate-Key), `delay` (ms before answering),
-//! `status`, `etag`. The body reports how many times this path and query
+//! `status`, `etag` (and a 304 to a matching `If-None-Match`). The body reports how many times this path and query
 //! has been fetched, the `Accept-Language` seen, and every request header
 //! that the edge must never forward (a poisoning probe). A switch makes
 //! every response a 503, and the server can be stopped and restarted on the
@@ -37,6 +37,7 @@ struct Shared {
     name: String,
     counts: Mutex<HashMap<String, u64>>,
     failing: AtomicBool,
+    not_modified: std::sync::atomic::AtomicU64,
 }
 
 pub struct TestUpstream {
@@ -108,6 +109,11 @@ impl TestUpstream {
             .unwrap_or(0)
     }
 
+    /// 304 answers given to conditional requests.
+    pub fn not_modified(&self) -> u64 {
+        self.shared.not_modified.load(Ordering::SeqCst)
+    }
+
     /// Requests that reached the upstream, all paths.
     pub fn total(&self) -> u64 {
         self.shared.counts.lock().values().sum()
@@ -143,6 +149,23 @@ async fn respond(
     }
     if shared.failing.load(Ordering::SeqCst) {
         return (StatusCode::SERVICE_UNAVAILABLE, "upstream failing").into_response();
+    }
+    // Conditional requests: a matching `If-None-Match` gets a 304.
+    if let Some(etag) = query.get("etag")
+        && headers
+            .get("if-none-match")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v == etag)
+    {
+        shared.not_modified.fetch_add(1, Ordering::SeqCst);
+        let mut response = StatusCode::NOT_MODIFIED.into_response();
+        if let Ok(value) = HeaderValue::from_str(etag) {
+            response.headers_mut().insert("etag", value);
+        }
+        if let Some(value) = query.get("cc").and_then(|v| HeaderValue::from_str(v).ok()) {
+            response.headers_mut().insert("cache-control", value);
+        }
+        return response;
     }
     let leaked: Vec<String> = PROBED
         .iter()
