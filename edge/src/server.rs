@@ -226,11 +226,17 @@ impl ShutdownSignalWatch for ChannelShutdown {
     }
 }
 
+/// How long dropping a [`RunningEdge`] waits for pingora to stop.
+const STOP_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// An edge running on a background thread; dropping it stops the edge and
-/// waits for its thread.
+/// waits (up to 5 s) for its thread. pingora's single-threaded runtimes
+/// sometimes never finish shutting down (a listener task misses the stop);
+/// the thread is then left behind rather than hanging the caller.
 pub struct RunningEdge {
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
+    stopped: std::sync::mpsc::Receiver<()>,
     pub cache: EdgeCache,
 }
 
@@ -241,13 +247,18 @@ impl EdgeServer {
         let cache = edge.cache;
         let (stop, receiver) = tokio::sync::oneshot::channel();
         let shutdown = Box::new(ChannelShutdown(parking_lot::Mutex::new(Some(receiver))));
+        let (done, stopped) = std::sync::mpsc::channel();
         let thread = std::thread::Builder::new()
             .name("edge".into())
-            .spawn(move || edge.run(shutdown))
+            .spawn(move || {
+                edge.run(shutdown);
+                let _ = done.send(());
+            })
             .map_err(StartError::Thread)?;
         Ok(RunningEdge {
             stop: Some(stop),
             thread: Some(thread),
+            stopped,
             cache,
         })
     }
@@ -258,8 +269,15 @@ impl Drop for RunningEdge {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
+        match self.stopped.recv_timeout(STOP_WAIT) {
+            Ok(()) => {
+                if let Some(thread) = self.thread.take() {
+                    let _ = thread.join();
+                }
+            }
+            Err(_) => {
+                tracing::warn!("the edge did not stop within {STOP_WAIT:?}; leaving its thread")
+            }
         }
     }
 }
