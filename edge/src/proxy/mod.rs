@@ -14,6 +14,7 @@ pub mod request_filters;
 pub mod response_modifiers;
 pub mod routing;
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -65,20 +66,178 @@ pub struct RequestCtx {
     routing: routing::Attempt,
 }
 
+/// A response the edge gives by itself instead of proxying.
+struct LocalAnswer {
+    status: u16,
+    title: &'static str,
+    detail: String,
+    headers: Vec<(&'static str, String)>,
+}
+
+impl LocalAnswer {
+    fn new(status: u16, title: &'static str, detail: impl Into<String>) -> Self {
+        Self {
+            status,
+            title,
+            detail: detail.into(),
+            headers: Vec::new(),
+        }
+    }
+
+    fn with_headers(mut self, headers: impl IntoIterator<Item = (&'static str, String)>) -> Self {
+        self.headers.extend(headers);
+        self
+    }
+}
+
+impl From<request_filters::Rejection> for LocalAnswer {
+    fn from(rejection: request_filters::Rejection) -> Self {
+        Self::new(rejection.status, rejection.title, rejection.detail)
+    }
+}
+
 impl EdgeProxy {
-    /// Answers the request from the edge with a problem and stops it.
-    async fn refuse(
+    /// The client's region (into the routing state) and address.
+    fn locate(&self, session: &Session, ctx: &mut RequestCtx) -> Option<IpAddr> {
+        let peer = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip());
+        let (client_region, source) = self
+            .geo
+            .locate(session.req_header(), peer)
+            .unwrap_or((0, GeoSource::Default));
+        ctx.routing.located_in(client_region);
+        self.metrics.geo.with_label_values(&[source.as_str()]).inc();
+        self.geo.client_ip(session.req_header(), peer)
+    }
+
+    /// The checks after a request is known to be well formed: shopper
+    /// identity (home-region pinning), bot screening, rate limits and the
+    /// checkout budget.
+    async fn admit(
         &self,
-        session: &mut Session,
+        session: &Session,
         ctx: &mut RequestCtx,
-        status: u16,
-        title: &str,
-        detail: &str,
-        headers: &[(&'static str, String)],
-    ) -> Result<bool> {
-        ctx.local_status = Some(status);
-        respond_problem(session, status, title, detail, headers).await?;
-        Ok(true)
+        client_ip: Option<IpAddr>,
+    ) -> std::result::Result<(), LocalAnswer> {
+        let request = session.req_header();
+        let shopper = self.route_shopper(request, ctx)?;
+        let throttled = self.screen_bots(request, client_ip, ctx)?;
+        let user = match &shopper {
+            Shopper::SignedIn(claims) => Some(claims.sub.as_str()),
+            _ => None,
+        };
+        let mut refusal = self
+            .rate_limits
+            .check(ctx.route, client_ip, user, throttled);
+        if refusal.is_none()
+            && ctx.route == RouteClass::Checkout
+            && request.method == http::Method::POST
+            && let Some(budget) = &self.budget
+        {
+            let (verdict, source) = budget.take().await;
+            let result = if verdict.is_some() {
+                "limited"
+            } else {
+                "allowed"
+            };
+            self.metrics
+                .checkout_budget
+                .with_label_values(&[source.as_str(), result])
+                .inc();
+            refusal = verdict;
+        }
+        let Some(refusal) = refusal else {
+            return Ok(());
+        };
+        self.metrics
+            .rate_limited
+            .with_label_values(&[&refusal.policy])
+            .inc();
+        let detail = format!(
+            "too many requests under policy `{}`; retry in {} s",
+            refusal.policy,
+            refusal.retry_after_secs().max(1)
+        );
+        Err(LocalAnswer::new(429, "Too many requests", detail).with_headers(refusal.headers()))
+    }
+
+    /// Who sent the request; a signed-in shopper's personal routes are
+    /// pinned to their home region, a bad token on them is refused.
+    fn route_shopper(
+        &self,
+        request: &RequestHeader,
+        ctx: &mut RequestCtx,
+    ) -> std::result::Result<Shopper, LocalAnswer> {
+        let shopper = match &self.identity {
+            Some(identity) => identity.shopper(request),
+            None => Shopper::Anonymous,
+        };
+        if !ctx.route.personal() {
+            return Ok(shopper);
+        }
+        match &shopper {
+            Shopper::SignedIn(claims) => match self.router.index_of(&claims.region) {
+                Some(home) => ctx.routing.pin(home),
+                None => {
+                    return Err(LocalAnswer::new(
+                        401,
+                        "Invalid token",
+                        format!("unknown home region `{}` in the token", claims.region),
+                    ));
+                }
+            },
+            Shopper::Invalid => {
+                return Err(LocalAnswer::new(
+                    401,
+                    "Invalid token",
+                    "the shopper token is expired, malformed or not signed by us",
+                )
+                .with_headers([(
+                    "www-authenticate",
+                    "Bearer error=\"invalid_token\"".to_string(),
+                )]));
+            }
+            Shopper::Anonymous => {}
+        }
+        Ok(shopper)
+    }
+
+    /// Bot screening: refuses blocked and challenged clients; returns
+    /// whether the client is throttled.
+    fn screen_bots(
+        &self,
+        request: &RequestHeader,
+        client_ip: Option<IpAddr>,
+        ctx: &RequestCtx,
+    ) -> std::result::Result<bool, LocalAnswer> {
+        let Some(bots) = &self.bots else {
+            return Ok(false);
+        };
+        let action = bots.decide(request, client_ip, &ctx.path_and_query);
+        self.metrics
+            .bots
+            .with_label_values(&[action.as_str()])
+            .inc();
+        match action {
+            BotAction::Block => Err(LocalAnswer::new(
+                403,
+                "Automated traffic refused",
+                "this client looks automated; contact support if this is wrong",
+            )),
+            BotAction::Challenge => {
+                let cookie = bots.challenge_cookie(client_ip, request);
+                Err(LocalAnswer::new(
+                    403,
+                    "Challenge",
+                    "retry this request with the cookie just set (browsers do this on their own)",
+                )
+                .with_headers([("set-cookie", bots.set_cookie(&cookie))]))
+            }
+            BotAction::Throttle => Ok(true),
+            BotAction::Allow | BotAction::Verified | BotAction::Passed => Ok(false),
+        }
     }
 
     fn key_debug(&self, ctx: &RequestCtx) -> Option<String> {
@@ -105,17 +264,7 @@ impl ProxyHttp for EdgeProxy {
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Self::CTX) -> Result<bool> {
         // Geolocate before the filters strip forwarding headers.
-        let peer = session
-            .client_addr()
-            .and_then(|a| a.as_inet())
-            .map(|a| a.ip());
-        let (client_region, source) = self
-            .geo
-            .locate(session.req_header(), peer)
-            .unwrap_or((0, GeoSource::Default));
-        ctx.routing.located_in(client_region);
-        self.metrics.geo.with_label_values(&[source.as_str()]).inc();
-        let client_ip = self.geo.client_ip(session.req_header(), peer);
+        let client_ip = self.locate(session, ctx);
         let raw = session
             .as_downstream()
             .as_http1()
@@ -126,151 +275,37 @@ impl ProxyHttp for EdgeProxy {
                     .contains_key(http::header::TRANSFER_ENCODING)
             })
             .map(|h1| h1.get_headers_raw_bytes());
-        let accepted = match sanitise(
+        let outcome = match sanitise(
             session.req_header_mut(),
             raw.as_deref(),
             &self.limits,
             self.cache.ignored_params,
         ) {
-            Ok(accepted) => accepted,
-            Err(rejection) => {
-                return self
-                    .refuse(
-                        session,
-                        ctx,
-                        rejection.status,
-                        rejection.title,
-                        &rejection.detail,
-                        &[],
-                    )
-                    .await;
+            Ok(accepted) => {
+                ctx.route = accepted.route;
+                ctx.host = accepted.host;
+                ctx.path_and_query = accepted.path_and_query;
+                ctx.credentialed =
+                    credentialed(session.req_header(), &self.cache.config.session_cookies);
+                self.admit(session, ctx, client_ip).await
             }
+            Err(rejection) => Err(LocalAnswer::from(rejection)),
         };
-        ctx.route = accepted.route;
-        ctx.host = accepted.host;
-        ctx.path_and_query = accepted.path_and_query;
-        ctx.credentialed = credentialed(session.req_header(), &self.cache.config.session_cookies);
-        let shopper = match &self.identity {
-            Some(identity) => identity.shopper(session.req_header()),
-            None => Shopper::Anonymous,
-        };
-        if ctx.route.personal() {
-            match &shopper {
-                Shopper::SignedIn(claims) => match self.router.index_of(&claims.region) {
-                    Some(home) => ctx.routing.pin(home),
-                    None => {
-                        let detail =
-                            format!("unknown home region `{}` in the token", claims.region);
-                        return self
-                            .refuse(session, ctx, 401, "Invalid token", &detail, &[])
-                            .await;
-                    }
-                },
-                Shopper::Invalid => {
-                    let challenge = [(
-                        "www-authenticate",
-                        "Bearer error=\"invalid_token\"".to_string(),
-                    )];
-                    return self
-                        .refuse(
-                            session,
-                            ctx,
-                            401,
-                            "Invalid token",
-                            "the shopper token is expired, malformed or not signed by us",
-                            &challenge,
-                        )
-                        .await;
-                }
-                Shopper::Anonymous => {}
-            }
-        }
-
-        let mut throttled = false;
-        if let Some(bots) = &self.bots {
-            let action = bots.decide(session.req_header(), client_ip, &ctx.path_and_query);
-            self.metrics
-                .bots
-                .with_label_values(&[action.as_str()])
-                .inc();
-            match action {
-                BotAction::Block => {
-                    return self
-                        .refuse(
-                            session,
-                            ctx,
-                            403,
-                            "Automated traffic refused",
-                            "this client looks automated; contact support if this is wrong",
-                            &[],
-                        )
-                        .await;
-                }
-                BotAction::Challenge => {
-                    let cookie = bots.challenge_cookie(client_ip, session.req_header());
-                    let headers = [("set-cookie", bots.set_cookie(&cookie))];
-                    return self
-                        .refuse(
-                            session,
-                            ctx,
-                            403,
-                            "Challenge",
-                            "retry this request with the cookie just set (browsers do this on their own)",
-                            &headers,
-                        )
-                        .await;
-                }
-                BotAction::Throttle => throttled = true,
-                BotAction::Allow | BotAction::Verified | BotAction::Passed => {}
-            }
-        }
-
-        let user = match &shopper {
-            Shopper::SignedIn(claims) => Some(claims.sub.as_str()),
-            _ => None,
-        };
-        let mut refusal = self
-            .rate_limits
-            .check(ctx.route, client_ip, user, throttled);
-        if refusal.is_none()
-            && ctx.route == RouteClass::Checkout
-            && session.req_header().method == http::Method::POST
-            && let Some(budget) = &self.budget
-        {
-            let (verdict, source) = budget.take().await;
-            let result = if verdict.is_some() {
-                "limited"
-            } else {
-                "allowed"
-            };
-            self.metrics
-                .checkout_budget
-                .with_label_values(&[source.as_str(), result])
-                .inc();
-            refusal = verdict;
-        }
-        if let Some(refusal) = refusal {
-            self.metrics
-                .rate_limited
-                .with_label_values(&[&refusal.policy])
-                .inc();
-            let detail = format!(
-                "too many requests under policy `{}`; retry in {} s",
-                refusal.policy,
-                refusal.retry_after_secs().max(1)
-            );
-            return self
-                .refuse(
+        match outcome {
+            Ok(()) => Ok(false),
+            Err(answer) => {
+                ctx.local_status = Some(answer.status);
+                respond_problem(
                     session,
-                    ctx,
-                    429,
-                    "Too many requests",
-                    &detail,
-                    &refusal.headers(),
+                    answer.status,
+                    answer.title,
+                    &answer.detail,
+                    &answer.headers,
                 )
-                .await;
+                .await?;
+                Ok(true)
+            }
         }
-        Ok(false)
     }
 
     fn request_cache_filter(&self, session: &mut Session, ctx: &mut Self::CTX) -> Result<()> {
