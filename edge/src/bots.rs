@@ -18,6 +18,7 @@ use pingora_limits::rate::Rate;
 use sha2::Sha256;
 
 use crate::config::BotsConfig;
+use crate::proxy::request_filters::cookie;
 
 /// The challenge cookie's name.
 pub const CHALLENGE_COOKIE: &str = "meridian_challenge";
@@ -207,16 +208,7 @@ impl BotScorer {
     }
 
     fn cookie_valid(&self, request: &RequestHeader, ip: Option<IpAddr>, user_agent: &str) -> bool {
-        let Some(value) = request
-            .headers
-            .get_all(http::header::COOKIE)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(';'))
-            .filter_map(|pair| pair.trim().split_once('='))
-            .find(|(name, _)| *name == CHALLENGE_COOKIE)
-            .map(|(_, value)| value)
-        else {
+        let Some(value) = cookie(request, CHALLENGE_COOKIE) else {
             return false;
         };
         let Some((expiry, signature)) = value.split_once('.') else {

@@ -11,6 +11,7 @@ use pingora::http::RequestHeader;
 use serde::Deserialize;
 
 use crate::config::IdentityConfig;
+use crate::proxy::request_filters::cookie;
 
 /// The claims the edge reads.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -87,15 +88,7 @@ impl Identity {
         {
             return Some(bearer.trim());
         }
-        request
-            .headers
-            .get_all(http::header::COOKIE)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(';'))
-            .filter_map(|pair| pair.trim().split_once('='))
-            .find(|(name, _)| *name == self.cookie)
-            .map(|(_, value)| value)
+        cookie(request, &self.cookie)
     }
 
     pub fn shopper(&self, request: &RequestHeader) -> Shopper {

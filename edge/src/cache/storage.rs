@@ -73,19 +73,24 @@ impl Object {
         meta
     }
 
-    fn with_meta(&self, meta: &CacheMeta) -> Object {
+    /// An object for `meta` and `body`, with the header compacted and its
+    /// surrogate keys and size derived from it.
+    fn from_meta(meta: &CacheMeta, body: Bytes, path: HashBinary) -> Object {
+        let header = compact(meta.response_header());
+        let size = body.len() + header_bytes(&header) + ENTRY_OVERHEAD;
+        let tags = surrogate_keys(&header);
         Object {
-            header: meta.response_header_copy(),
+            header,
             fresh_until: meta.fresh_until(),
             created: meta.created(),
             updated: meta.updated(),
             stale_while_revalidate: meta.stale_while_revalidate_sec(),
             stale_if_error: meta.stale_if_error_sec(),
             variance: meta.variance(),
-            body: self.body.clone(),
-            path: self.path,
-            tags: self.tags.clone(),
-            size: self.size,
+            body,
+            path,
+            tags,
+            size,
         }
     }
 }
@@ -205,13 +210,38 @@ impl ObjectStorage {
     fn insert(&self, id: HashBinary, object: Object) {
         let object = Arc::new(object);
         let previous = self.shard(&id).write().insert(id, object.clone());
+        self.account(id, previous.as_ref(), &object);
+    }
+
+    /// Replaces an entry's metadata (a revalidation), only if it is still
+    /// stored: a purge that raced the revalidation stays a purge.
+    fn replace_meta(&self, id: HashBinary, meta: &CacheMeta) -> bool {
+        let (previous, object) = {
+            let mut shard = self.shard(&id).write();
+            let Some(previous) = shard.get(&id).cloned() else {
+                return false;
+            };
+            let object = Arc::new(Object::from_meta(
+                meta,
+                previous.body.clone(),
+                previous.path,
+            ));
+            shard.insert(id, object.clone());
+            (previous, object)
+        };
+        self.account(id, Some(&previous), &object);
+        true
+    }
+
+    /// Index and counters for `object` replacing `previous` under `id`.
+    fn account(&self, id: HashBinary, previous: Option<&Arc<Object>>, object: &Object) {
         let mut index = self.index.lock();
         if let Some(previous) = &previous {
             index.remove(&id, previous);
             self.stats.items.fetch_sub(1, Ordering::Relaxed);
             self.stats.bytes.fetch_sub(previous.size, Ordering::Relaxed);
         }
-        index.add(id, &object);
+        index.add(id, object);
         self.stats.items.fetch_add(1, Ordering::Relaxed);
         self.stats.bytes.fetch_add(object.size, Ordering::Relaxed);
     }
@@ -348,7 +378,6 @@ impl HandleMiss for Miss {
                 "response larger than cache.max_object_bytes; not stored",
             );
         }
-        let header = compact(meta.response_header());
         let body = std::mem::take(&mut self.body);
         // Growth may have left up to twice the body allocated; keep it exact.
         let body = if body.capacity() > body.len() + body.len() / 8 {
@@ -356,24 +385,9 @@ impl HandleMiss for Miss {
         } else {
             body.freeze()
         };
-        let size = body.len() + header_bytes(&header) + ENTRY_OVERHEAD;
-        let tags = surrogate_keys(&header);
-        self.storage.insert(
-            self.id,
-            Object {
-                header,
-                fresh_until: meta.fresh_until(),
-                created: meta.created(),
-                updated: meta.updated(),
-                stale_while_revalidate: meta.stale_while_revalidate_sec(),
-                stale_if_error: meta.stale_if_error_sec(),
-                variance: meta.variance(),
-                body,
-                path: self.path,
-                tags,
-                size,
-            },
-        );
+        let object = Object::from_meta(&meta, body, self.path);
+        let size = object.size;
+        self.storage.insert(self.id, object);
         Ok(MissFinishType::Created(size))
     }
 }
@@ -456,14 +470,7 @@ impl Storage for ObjectStorage {
         meta: &CacheMeta,
         _trace: &SpanHandle,
     ) -> Result<bool> {
-        let id = entry_id(key);
-        let mut shard = self.shard(&id).write();
-        let Some(object) = shard.get(&id) else {
-            return Ok(false);
-        };
-        let updated = Arc::new(object.with_meta(meta));
-        shard.insert(id, updated);
-        Ok(true)
+        Ok(self.replace_meta(entry_id(key), meta))
     }
 
     fn as_any(&self) -> &(dyn Any + Send + Sync + 'static) {

@@ -320,14 +320,25 @@ pub fn credentialed(request: &RequestHeader, session_cookies: &[String]) -> bool
     if request.headers.contains_key(header::AUTHORIZATION) {
         return true;
     }
+    cookies(request).any(|(name, _)| session_cookies.iter().any(|s| s == name))
+}
+
+/// Every `name=value` pair of the request's `Cookie` headers.
+pub fn cookies(request: &RequestHeader) -> impl Iterator<Item = (&str, &str)> {
     request
         .headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.split_once('=').map(|(name, _)| name.trim()))
-        .any(|name| session_cookies.iter().any(|s| s == name))
+        .filter_map(|pair| pair.trim().split_once('='))
+}
+
+/// The value of cookie `name`, if the request carries it.
+pub fn cookie<'a>(request: &'a RequestHeader, name: &str) -> Option<&'a str> {
+    cookies(request)
+        .find(|(n, _)| *n == name)
+        .map(|(_, value)| value)
 }
 
 #[cfg(test)]

@@ -171,20 +171,7 @@ impl TestOrigin {
     /// Sum of a metric over the series whose labels include all of `labels`.
     pub async fn metric(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
         let text = self.get("/metrics").await.text().await.expect("metrics");
-        text.lines()
-            .filter(|line| !line.starts_with('#'))
-            .filter_map(|line| {
-                let (series, value) = line.rsplit_once(' ')?;
-                let (metric, rest) = series.split_once('{').unwrap_or((series, ""));
-                if metric != name {
-                    return None;
-                }
-                let all = labels
-                    .iter()
-                    .all(|(k, v)| rest.contains(&format!("{k}=\"{v}\"")));
-                all.then(|| value.parse::<f64>().ok()).flatten()
-            })
-            .sum()
+        metric_sum(&text, name, labels)
     }
 
     pub async fn stop(mut self) {
@@ -233,4 +220,25 @@ where
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// Sum of metric `name` in a Prometheus text exposition over the series
+/// whose labels include every one of `labels` (label names match exactly:
+/// `region` does not match `edge_region`).
+pub fn metric_sum(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    text.lines()
+        .filter(|line| !line.starts_with('#'))
+        .filter_map(|line| {
+            let (series, value) = line.rsplit_once(' ')?;
+            let (metric, rest) = series.split_once('{').unwrap_or((series, ""));
+            if metric != name {
+                return None;
+            }
+            let all = labels.iter().all(|(k, v)| {
+                let pair = format!("{k}=\"{v}\"");
+                rest.starts_with(&pair) || rest.contains(&format!(",{pair}"))
+            });
+            all.then(|| value.parse::<f64>().ok()).flatten()
+        })
+        .sum()
 }

@@ -128,22 +128,7 @@ impl TestEdge {
             .text()
             .await
             .expect("metrics text");
-        text.lines()
-            .filter(|line| !line.starts_with('#'))
-            .filter_map(|line| {
-                let (series, value) = line.rsplit_once(' ')?;
-                let (metric, rest) = series.split_once('{').unwrap_or((series, ""));
-                if metric != name {
-                    return None;
-                }
-                // Exact label names (`region` must not match `edge_region`).
-                let all = labels.iter().all(|(k, v)| {
-                    let pair = format!("{k}=\"{v}\"");
-                    rest.starts_with(&pair) || rest.contains(&format!(",{pair}"))
-                });
-                all.then(|| value.parse::<f64>().ok()).flatten()
-            })
-            .sum()
+        super::helpers::metric_sum(&text, name, labels)
     }
 }
 
