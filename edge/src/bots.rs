@@ -12,6 +12,7 @@
 use std::net::IpAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use aho_corasick::AhoCorasick;
 use hmac::{Hmac, Mac};
 use pingora::http::RequestHeader;
 use pingora_limits::rate::Rate;
@@ -23,7 +24,8 @@ use crate::proxy::request_filters::cookie;
 /// The challenge cookie's name.
 pub const CHALLENGE_COOKIE: &str = "meridian_challenge";
 
-/// Automation libraries and headless browsers (lowercase substrings).
+/// Automation libraries and headless browsers (substrings, matched without
+/// regard to ASCII case, like the lists below).
 const AUTOMATION: &[&str] = &[
     "headlesschrome",
     "phantomjs",
@@ -76,17 +78,54 @@ impl BotAction {
     }
 }
 
+/// Kinds of user-agent signature, by the lists above.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Signature {
+    Automation,
+    HttpLibrary,
+    Crawler,
+}
+
 pub struct BotScorer {
     config: BotsConfig,
     velocity: Rate,
+    /// Every signature, matched case-insensitively in one pass over the
+    /// user agent; pattern `i` is of kind `kinds[i]`.
+    signatures: AhoCorasick,
+    kinds: Vec<Signature>,
 }
 
 impl BotScorer {
-    pub fn new(config: &BotsConfig) -> Self {
-        Self {
+    pub fn new(config: &BotsConfig) -> Result<Self, aho_corasick::BuildError> {
+        let lists = [
+            (AUTOMATION, Signature::Automation),
+            (HTTP_LIBRARIES, Signature::HttpLibrary),
+            (CRAWLERS, Signature::Crawler),
+        ];
+        let kinds = lists
+            .iter()
+            .flat_map(|(list, kind)| list.iter().map(|_| *kind))
+            .collect();
+        let signatures = AhoCorasick::builder()
+            .ascii_case_insensitive(true)
+            .build(lists.iter().flat_map(|(list, _)| list.iter()))?;
+        Ok(Self {
             config: config.clone(),
             velocity: Rate::new(Duration::from_secs(1)),
+            signatures,
+            kinds,
+        })
+    }
+
+    /// Which kinds of signature `user_agent` carries.
+    fn signatures_in(&self, user_agent: &str) -> [bool; 3] {
+        let mut found = [false; 3];
+        for hit in self.signatures.find_overlapping_iter(user_agent) {
+            if let Some(kind) = self.kinds.get(hit.pattern().as_usize()) {
+                found[*kind as usize] = true;
+            }
         }
+        found
     }
 
     fn verified(&self, user_agent: &str, ip: Option<IpAddr>) -> bool {
@@ -103,15 +142,15 @@ impl BotScorer {
             .get(http::header::USER_AGENT)
             .and_then(|v| v.to_str().ok())
             .unwrap_or("");
-        let lower = user_agent.to_ascii_lowercase();
+        let found = self.signatures_in(user_agent);
         let mut score = 0;
         if user_agent.is_empty() {
             score += 50;
-        } else if AUTOMATION.iter().any(|s| lower.contains(s)) {
+        } else if found[Signature::Automation as usize] {
             score += 60;
-        } else if HTTP_LIBRARIES.iter().any(|s| lower.contains(s)) {
+        } else if found[Signature::HttpLibrary as usize] {
             score += 30;
-        } else if CRAWLERS.iter().any(|s| lower.contains(s)) {
+        } else if found[Signature::Crawler as usize] {
             // Claims to be a crawler but is not from its network.
             score += 60;
         }
@@ -242,6 +281,7 @@ mod tests {
             }],
             ..BotsConfig::default()
         })
+        .unwrap()
     }
 
     fn browser(extra: &[(&str, &str)]) -> RequestHeader {

@@ -2,7 +2,13 @@
 //! globals), served on the admin port at `/metrics`.
 //!
 //! Labels are bounded: route class, status class, cache status, region.
+//! The per-request series are reached through [`Children`]: each label
+//! combination is resolved once, then found by index.
 
+use std::borrow::Cow;
+use std::sync::OnceLock;
+
+use prometheus::core::{MetricVec, MetricVecBuilder};
 use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
     TextEncoder,
@@ -16,15 +22,80 @@ const LATENCY_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0,
 ];
 
+/// The children of a metric vector, each label combination resolved on
+/// first use and kept in its own slot: the request path then skips the
+/// vector's label hashing and lock. Only combinations seen are exported.
+pub struct Children<T: MetricVecBuilder> {
+    vec: MetricVec<T>,
+    slots: Box<[OnceLock<T::M>]>,
+}
+
+/// The request counters' and decision counters' children.
+pub type CounterChildren = Children<<IntCounterVec as VecBuilder>::Builder>;
+/// The latency histogram's children.
+pub type HistogramChildren = Children<<HistogramVec as VecBuilder>::Builder>;
+
+/// Names the builder type of a metric vector (prometheus does not export it).
+pub trait VecBuilder {
+    type Builder: MetricVecBuilder;
+}
+
+impl<T: MetricVecBuilder> VecBuilder for MetricVec<T> {
+    type Builder = T;
+}
+
+impl<T: MetricVecBuilder> Children<T> {
+    fn new(vec: MetricVec<T>, slots: usize) -> Self {
+        Self {
+            vec,
+            slots: (0..slots).map(|_| OnceLock::new()).collect(),
+        }
+    }
+
+    /// The child for `labels`, kept in `slot`. The caller gives every label
+    /// combination its own slot; a slot out of range is looked up directly.
+    pub fn get(&self, slot: usize, labels: &[&str]) -> Cow<'_, T::M> {
+        match self.slots.get(slot) {
+            Some(cell) => Cow::Borrowed(cell.get_or_init(|| self.vec.with_label_values(labels))),
+            None => Cow::Owned(self.vec.with_label_values(labels)),
+        }
+    }
+}
+
+/// The slot of a label combination, from each label's `(index, count)`;
+/// an index out of its count gives a slot out of range (a direct lookup),
+/// never another combination's slot.
+pub fn slot(positions: &[(usize, usize)]) -> usize {
+    positions
+        .iter()
+        .try_fold(0usize, |slot, &(index, count)| {
+            (index < count).then(|| slot * count + index)
+        })
+        .unwrap_or(usize::MAX)
+}
+
+/// Label counts of the per-request series.
+pub const ROUTE_CLASSES: usize = 6;
+pub const STATUS_CLASSES: usize = 6;
+pub const CACHE_STATUSES: usize = 5;
+/// Label counts of the per-request decision series.
+pub const GEO_SOURCES: usize = 3;
+pub const BOT_ACTIONS: usize = 6;
+
 pub struct EdgeMetrics {
     registry: Registry,
-    pub requests: IntCounterVec,
-    pub latency: HistogramVec,
+    /// Labels `route`, `status`, `cache`, `region`: slots by
+    /// [`slot`]`([route, status, cache, region])`, region `regions` = `edge`.
+    pub requests: CounterChildren,
+    /// Labels `route`, `cache`.
+    pub latency: HistogramChildren,
+    /// Regions the edge routes to (the `region` label's values, plus `edge`).
+    pub regions: usize,
     pub origin_healthy: IntGaugeVec,
     pub purges: IntCounterVec,
     pub failovers: IntCounterVec,
-    pub geo: IntCounterVec,
-    pub bots: IntCounterVec,
+    pub geo: CounterChildren,
+    pub bots: CounterChildren,
     pub rate_limited: IntCounterVec,
     pub checkout_budget: IntCounterVec,
     cache_items: IntGauge,
@@ -43,30 +114,38 @@ fn register<T: prometheus::core::Collector + Clone + 'static>(registry: &Registr
 }
 
 impl EdgeMetrics {
-    pub fn new(region: &str) -> Result<Self, prometheus::Error> {
+    /// Metrics of the edge of `region`, which routes to `regions` regions.
+    pub fn new(region: &str, regions: usize) -> Result<Self, prometheus::Error> {
         let registry = Registry::new_custom(
             Some("meridian_edge".into()),
             Some(std::iter::once(("edge_region".to_string(), region.to_string())).collect()),
         )?;
         Ok(Self {
-            requests: register(
-                &registry,
-                IntCounterVec::new(
-                    Opts::new("requests_total", "Requests answered by the edge"),
-                    &["route", "status", "cache", "region"],
-                )?,
+            requests: Children::new(
+                register(
+                    &registry,
+                    IntCounterVec::new(
+                        Opts::new("requests_total", "Requests answered by the edge"),
+                        &["route", "status", "cache", "region"],
+                    )?,
+                ),
+                ROUTE_CLASSES * STATUS_CLASSES * CACHE_STATUSES * (regions + 1),
             ),
-            latency: register(
-                &registry,
-                HistogramVec::new(
-                    HistogramOpts::new(
-                        "request_duration_seconds",
-                        "Time from request to the end of the response",
-                    )
-                    .buckets(LATENCY_BUCKETS.to_vec()),
-                    &["route", "cache"],
-                )?,
+            latency: Children::new(
+                register(
+                    &registry,
+                    HistogramVec::new(
+                        HistogramOpts::new(
+                            "request_duration_seconds",
+                            "Time from request to the end of the response",
+                        )
+                        .buckets(LATENCY_BUCKETS.to_vec()),
+                        &["route", "cache"],
+                    )?,
+                ),
+                ROUTE_CLASSES * CACHE_STATUSES,
             ),
+            regions,
             origin_healthy: register(
                 &registry,
                 IntGaugeVec::new(
@@ -91,19 +170,25 @@ impl EdgeMetrics {
                     &["from", "to"],
                 )?,
             ),
-            geo: register(
-                &registry,
-                IntCounterVec::new(
-                    Opts::new("geo_decisions_total", "How the client's region was decided"),
-                    &["source"],
-                )?,
+            geo: Children::new(
+                register(
+                    &registry,
+                    IntCounterVec::new(
+                        Opts::new("geo_decisions_total", "How the client's region was decided"),
+                        &["source"],
+                    )?,
+                ),
+                GEO_SOURCES,
             ),
-            bots: register(
-                &registry,
-                IntCounterVec::new(
-                    Opts::new("bot_decisions_total", "Bot-scoring decisions by action"),
-                    &["action"],
-                )?,
+            bots: Children::new(
+                register(
+                    &registry,
+                    IntCounterVec::new(
+                        Opts::new("bot_decisions_total", "Bot-scoring decisions by action"),
+                        &["action"],
+                    )?,
+                ),
+                BOT_ACTIONS,
             ),
             rate_limited: register(
                 &registry,
@@ -154,7 +239,7 @@ impl EdgeMetrics {
         self.cache_bytes.set(gauge(cache.bytes()));
         self.cache_evictions.set(gauge(cache.evictions()));
         let count = |status: &str| -> u64 {
-            prometheus::core::Collector::collect(&self.requests)
+            prometheus::core::Collector::collect(&self.requests.vec)
                 .iter()
                 .flat_map(|family| family.get_metric())
                 .filter(|m| {
@@ -180,4 +265,38 @@ impl EdgeMetrics {
 
 fn gauge(value: usize) -> i64 {
     i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+
+    use super::*;
+
+    #[test]
+    fn every_label_combination_has_its_own_slot() {
+        let mut seen = HashSet::new();
+        for a in 0..3 {
+            for b in 0..4 {
+                assert!(seen.insert(slot(&[(a, 3), (b, 4)])));
+            }
+        }
+        assert!(seen.iter().all(|s| *s < 12));
+        assert_eq!(
+            slot(&[(3, 3), (0, 4)]),
+            usize::MAX,
+            "index out of its count"
+        );
+    }
+
+    #[test]
+    fn children_count_into_their_vector() {
+        let vec = IntCounterVec::new(Opts::new("t", "t"), &["a"]).unwrap();
+        let children = Children::new(vec.clone(), 2);
+        children.get(0, &["x"]).inc();
+        children.get(0, &["x"]).inc();
+        children.get(7, &["y"]).inc();
+        assert_eq!(vec.with_label_values(&["x"]).get(), 2);
+        assert_eq!(vec.with_label_values(&["y"]).get(), 1);
+    }
 }

@@ -51,6 +51,8 @@ pub enum StartError {
     },
     #[error("TLS certificate or key: {0}")]
     Tls(String),
+    #[error("bot signatures: {0}")]
+    Bots(#[from] aho_corasick::BuildError),
     #[error("cannot start the edge thread: {0}")]
     Thread(std::io::Error),
 }
@@ -74,7 +76,7 @@ impl EdgeServer {
         server.bootstrap();
 
         let cache = EdgeCache::new(&config.cache);
-        let metrics = Arc::new(EdgeMetrics::new(&config.region)?);
+        let metrics = Arc::new(EdgeMetrics::new(&config.region, config.upstreams.len())?);
         let (pools, health_services) = build_pools(&config)?;
         let regions = config.failover_order();
         let latency: Vec<Vec<Option<u32>>> = regions
@@ -125,7 +127,7 @@ impl EdgeServer {
             geo,
             identity,
             rate_limits,
-            bots: config.bots.as_ref().map(BotScorer::new),
+            bots: config.bots.as_ref().map(BotScorer::new).transpose()?,
             budget,
             limits: crate::proxy::request_filters::RequestLimits {
                 max_header_bytes: config.max_request_header_bytes,

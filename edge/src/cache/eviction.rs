@@ -13,7 +13,7 @@ use std::time::SystemTime;
 use async_trait::async_trait;
 use pingora::Result;
 use pingora::cache::eviction::{CacheEntryKey, CacheEntryKeyRef, EvictionManager};
-use pingora::cache::key::CacheHashKey;
+use pingora::cache::key::{CacheHashKey, HashBinary};
 use tinyufo::TinyUfo;
 
 /// Bytes per TinyUFO weight unit.
@@ -46,6 +46,13 @@ impl TinyUfoEviction {
             evicted_items: AtomicUsize::new(0),
             evicted_bytes: AtomicUsize::new(0),
         }
+    }
+
+    /// Counts a hit on the entry stored under `entry_id` that was served
+    /// outside pingora's cache path (the proxy's fast hit path), as
+    /// pingora's `access` would; whether the entry is tracked.
+    pub fn touch(&self, entry_id: &HashBinary) -> bool {
+        self.ufo.get(&u128::from_be_bytes(*entry_id)).is_some()
     }
 
     fn forget(&self, size: usize) {

@@ -108,7 +108,8 @@ fn header_bytes(header: &ResponseHeader) -> usize {
 }
 
 /// A copy of `header` that owns exactly what it needs: no case map, a map
-/// sized to its headers, and values copied out of the upstream's read
+/// sized to its headers, no hop-by-hop `Connection`/`Keep-Alive`, and values
+/// copied out of the upstream's read
 /// buffer (which a zero-copy value would otherwise keep alive, whole, for
 /// as long as the object is cached).
 fn compact(header: &ResponseHeader) -> ResponseHeader {
@@ -118,6 +119,10 @@ fn compact(header: &ResponseHeader) -> ResponseHeader {
     };
     out.set_version(header.version);
     for (name, value) in &header.headers {
+        // Hop-by-hop: about the origin's connection, not the response.
+        if name == http::header::CONNECTION || name.as_str() == "keep-alive" {
+            continue;
+        }
         let value =
             http::HeaderValue::from_bytes(value.as_bytes()).unwrap_or_else(|_| value.clone());
         if out.append_header(name.clone(), value).is_err() {
@@ -282,6 +287,44 @@ impl ObjectStorage {
             .iter()
             .flat_map(|shard| shard.read().keys().copied().collect::<Vec<_>>())
             .collect()
+    }
+}
+
+/// A stored response that is fresh now and does not vary, so it can be
+/// sent as it is: what the proxy's fast hit path serves.
+pub struct FreshObject {
+    /// The stored header (a copy the caller may decorate).
+    pub header: ResponseHeader,
+    pub body: Bytes,
+    /// Seconds since the response was stored or last revalidated.
+    pub age: u64,
+}
+
+impl ObjectStorage {
+    /// The object stored under `id` if it is a `200` fresh at `now`, has no
+    /// variants (no `Vary`) and declares its `Content-Length`; `None` sends
+    /// the request through pingora's full cache path instead, which handles
+    /// every other case (stale, variants, revalidation, locking).
+    pub fn fresh_plain(&self, id: &HashBinary, now: SystemTime) -> Option<FreshObject> {
+        let object = self.get(id)?;
+        let headers = &object.header.headers;
+        let plain = object.header.status == http::StatusCode::OK
+            && object.variance.is_none()
+            && !headers.contains_key(http::header::VARY)
+            && headers.contains_key(http::header::CONTENT_LENGTH);
+        // pingora's own test (`CacheMeta::is_fresh`): fresh up to and
+        // including `fresh_until`.
+        if !plain || object.fresh_until < now {
+            return None;
+        }
+        Some(FreshObject {
+            header: object.header.clone(),
+            body: object.body.clone(),
+            age: now
+                .duration_since(object.updated)
+                .unwrap_or_default()
+                .as_secs(),
+        })
     }
 }
 

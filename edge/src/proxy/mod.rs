@@ -4,7 +4,10 @@
 //! - [`request_filters`]: framing, method and host checks, unkeyed-header
 //!   stripping, URI normalisation, route classes.
 //! - [`routing`]: which region and origin serve a request, failover.
-//! - cache hooks: [`crate::cache::policy`] and [`crate::cache::key`].
+//! - cache hooks: [`crate::cache::policy`] and [`crate::cache::key`]; plain
+//!   `GET`s of fresh objects are answered by the fast hit path at the end of
+//!   the request filter ([`EdgeProxy::serve_fresh_hit`]), everything else
+//!   goes through pingora's cache state machine.
 //! - [`response_modifiers`]: `X-Cache`, `Age`, problem responses.
 //!
 //! Per-request state lives in [`RequestCtx`]; shared state in `Arc`s
@@ -16,7 +19,7 @@ pub mod routing;
 
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use async_trait::async_trait;
 use pingora::cache::key::HashBinary;
@@ -29,15 +32,26 @@ use pingora::{Error, ErrorSource, ErrorType, Result};
 use crate::bots::{BotAction, BotScorer};
 use crate::cache::EdgeCache;
 use crate::cache::key::cache_key;
-use crate::cache::policy;
+use crate::cache::{policy, storage};
 use crate::geo::{Geo, GeoSource};
 use crate::identity::{Identity, Shopper};
-use crate::metrics::EdgeMetrics;
+use crate::metrics::{self, EdgeMetrics};
 use crate::rate_limiting::RateLimits;
 use crate::rate_limiting::budget::CheckoutBudget;
 use request_filters::{RouteClass, credentialed, sanitise};
 use response_modifiers::{CacheStatus, decorate, respond_problem};
 use routing::Router;
+
+/// Request headers that send a request through pingora's full cache path
+/// (it answers conditional and range requests; the fast path does not).
+const FULL_PATH_REQUEST_HEADERS: [http::HeaderName; 6] = [
+    http::header::IF_NONE_MATCH,
+    http::header::IF_MODIFIED_SINCE,
+    http::header::IF_MATCH,
+    http::header::IF_UNMODIFIED_SINCE,
+    http::header::IF_RANGE,
+    http::header::RANGE,
+];
 
 /// Shared, immutable-after-start state of the proxy.
 pub struct EdgeProxy {
@@ -63,6 +77,11 @@ pub struct RequestCtx {
     credentialed: bool,
     /// The edge answered by itself (rejection); the status it sent.
     local_status: Option<u16>,
+    /// Answered from the cache by the fast hit path ([`EdgeProxy::serve_fresh_hit`]).
+    fast_hit: bool,
+    /// The cache key the fast hit path computed, for pingora's lookup when
+    /// the fast path could not answer.
+    cache_key: Option<CacheKey>,
     routing: routing::Attempt,
 }
 
@@ -108,7 +127,10 @@ impl EdgeProxy {
             .locate(session.req_header(), peer)
             .unwrap_or((0, GeoSource::Default));
         ctx.routing.located_in(client_region);
-        self.metrics.geo.with_label_values(&[source.as_str()]).inc();
+        self.metrics
+            .geo
+            .get(source as usize, &[source.as_str()])
+            .inc();
         self.geo.client_ip(session.req_header(), peer)
     }
 
@@ -136,7 +158,9 @@ impl EdgeProxy {
             && request.method == http::Method::POST
             && let Some(budget) = &self.budget
         {
-            let (verdict, source) = budget.take().await;
+            // Boxed: this future is large and only checkout POSTs need it;
+            // inline, it would be allocated and moved with every request's.
+            let (verdict, source) = Box::pin(budget.take()).await;
             let result = if verdict.is_some() {
                 "limited"
             } else {
@@ -218,7 +242,7 @@ impl EdgeProxy {
         let action = bots.decide(request, client_ip, &ctx.path_and_query);
         self.metrics
             .bots
-            .with_label_values(&[action.as_str()])
+            .get(action as usize, &[action.as_str()])
             .inc();
         match action {
             BotAction::Block => Err(LocalAnswer::new(
@@ -240,6 +264,62 @@ impl EdgeProxy {
         }
     }
 
+    /// Whether the cache takes part in this request at all.
+    fn cache_eligible(&self, request: &RequestHeader, ctx: &RequestCtx) -> bool {
+        let method = &request.method;
+        let bypass = self
+            .cache
+            .config
+            .bypass_request_headers
+            .iter()
+            .any(|h| request.headers.contains_key(h.as_str()));
+        !bypass
+            && ctx.route.cacheable()
+            && (method == http::Method::GET || method == http::Method::HEAD)
+    }
+
+    /// The fast hit path: a plain `GET` for an object that is fresh, has no
+    /// variants and needs no revalidation is answered here, straight from
+    /// storage, without pingora's cache state machine (lookup, hit handler,
+    /// lock and phase bookkeeping cost more than the rest of a hit). Every
+    /// other request (`HEAD`, conditional or range requests, credentials,
+    /// stale or varying objects, misses) returns `false` and takes the full
+    /// path, which also answers what this one would, only slower.
+    async fn serve_fresh_hit(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        let request = session.req_header();
+        if ctx.credentialed
+            || request.method != http::Method::GET
+            || !self.cache_eligible(request, ctx)
+            || FULL_PATH_REQUEST_HEADERS
+                .iter()
+                .any(|h| request.headers.contains_key(h))
+        {
+            return Ok(false);
+        }
+        let key = cache_key(&ctx.host, &ctx.path_and_query, self.cache.key_secret);
+        let id = storage::entry_id(&key);
+        let Some(object) = self.cache.storage.fresh_plain(&id, SystemTime::now()) else {
+            ctx.cache_key = Some(key);
+            return Ok(false);
+        };
+        self.cache.eviction.touch(&id);
+        let mut header = Box::new(object.header);
+        header.set_version(http::Version::HTTP_11);
+        header.insert_header(http::header::AGE, object.age)?;
+        // As pingora's cache path says on a `200` hit with a length: ranges
+        // of it are served from cache.
+        header.insert_header(http::header::ACCEPT_RANGES, "bytes")?;
+        decorate(
+            &mut header,
+            CacheStatus::Hit,
+            self.key_debug(ctx).as_deref(),
+        )?;
+        ctx.fast_hit = true;
+        session.write_response_header(header, false).await?;
+        session.write_response_body(Some(object.body), true).await?;
+        Ok(true)
+    }
+
     fn key_debug(&self, ctx: &RequestCtx) -> Option<String> {
         self.debug_headers
             .then(|| format!("host={} path={}", ctx.host, ctx.path_and_query))
@@ -258,6 +338,8 @@ impl ProxyHttp for EdgeProxy {
             path_and_query: String::new(),
             credentialed: false,
             local_status: None,
+            fast_hit: false,
+            cache_key: None,
             routing: routing::Attempt::default(),
         }
     }
@@ -292,16 +374,17 @@ impl ProxyHttp for EdgeProxy {
             Err(rejection) => Err(LocalAnswer::from(rejection)),
         };
         match outcome {
-            Ok(()) => Ok(false),
+            Ok(()) => self.serve_fresh_hit(session, ctx).await,
             Err(answer) => {
                 ctx.local_status = Some(answer.status);
-                respond_problem(
+                // Boxed for the same reason as the checkout budget: rare.
+                Box::pin(respond_problem(
                     session,
                     answer.status,
                     answer.title,
                     &answer.detail,
                     &answer.headers,
-                )
+                ))
                 .await?;
                 Ok(true)
             }
@@ -309,18 +392,7 @@ impl ProxyHttp for EdgeProxy {
     }
 
     fn request_cache_filter(&self, session: &mut Session, ctx: &mut Self::CTX) -> Result<()> {
-        let request = session.req_header();
-        let method = &request.method;
-        let bypass = self
-            .cache
-            .config
-            .bypass_request_headers
-            .iter()
-            .any(|h| request.headers.contains_key(h.as_str()));
-        if bypass
-            || !ctx.route.cacheable()
-            || !(method == http::Method::GET || method == http::Method::HEAD)
-        {
+        if !self.cache_eligible(session.req_header(), ctx) {
             return Ok(());
         }
         session.cache.enable(
@@ -337,11 +409,10 @@ impl ProxyHttp for EdgeProxy {
     }
 
     fn cache_key_callback(&self, _session: &Session, ctx: &mut Self::CTX) -> Result<CacheKey> {
-        Ok(cache_key(
-            &ctx.host,
-            &ctx.path_and_query,
-            self.cache.key_secret,
-        ))
+        Ok(ctx
+            .cache_key
+            .take()
+            .unwrap_or_else(|| cache_key(&ctx.host, &ctx.path_and_query, self.cache.key_secret)))
     }
 
     async fn cache_hit_filter(
@@ -521,25 +592,44 @@ impl ProxyHttp for EdgeProxy {
             .unwrap_or_else(|| session.response_written().map_or(0, |r| r.status.as_u16()));
         let cache = if ctx.local_status.is_some() {
             CacheStatus::Bypass
+        } else if ctx.fast_hit {
+            CacheStatus::Hit
         } else {
             CacheStatus::of(session)
         };
-        let region = ctx.routing.served_by(&self.router).unwrap_or("edge");
-        let class = match status {
-            100..=199 => "1xx",
-            200..=299 => "2xx",
-            300..=399 => "3xx",
-            400..=499 => "4xx",
-            500..=599 => "5xx",
-            _ => "none",
+        let regions = self.metrics.regions;
+        let (region_index, region) = match ctx.routing.served_by(&self.router) {
+            Some(name) => (ctx.routing.served_index().unwrap_or(regions), name),
+            None => (regions, "edge"),
         };
+        let (class_index, class) = match status {
+            100..=199 => (0, "1xx"),
+            200..=299 => (1, "2xx"),
+            300..=399 => (2, "3xx"),
+            400..=499 => (3, "4xx"),
+            500..=599 => (4, "5xx"),
+            _ => (5, "none"),
+        };
+        let route = (ctx.route as usize, metrics::ROUTE_CLASSES);
+        let cache_index = (cache as usize, metrics::CACHE_STATUSES);
         self.metrics
             .requests
-            .with_label_values(&[ctx.route.as_str(), class, cache.as_str(), region])
+            .get(
+                metrics::slot(&[
+                    route,
+                    (class_index, metrics::STATUS_CLASSES),
+                    cache_index,
+                    (region_index, regions + 1),
+                ]),
+                &[ctx.route.as_str(), class, cache.as_str(), region],
+            )
             .inc();
         self.metrics
             .latency
-            .with_label_values(&[ctx.route.as_str(), cache.as_str()])
+            .get(
+                metrics::slot(&[route, cache_index]),
+                &[ctx.route.as_str(), cache.as_str()],
+            )
             .observe(ctx.started.elapsed().as_secs_f64());
     }
 }

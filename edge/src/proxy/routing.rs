@@ -67,6 +67,12 @@ impl Attempt {
         self.attempts < MAX_ATTEMPTS
     }
 
+    /// The index (in the router's failover order) of the region that
+    /// answered (or was last tried).
+    pub fn served_index(&self) -> Option<usize> {
+        self.served
+    }
+
     /// The region that answered (or was last tried).
     pub fn served_by<'a>(&self, router: &'a Router) -> Option<&'a str> {
         self.served

@@ -44,6 +44,60 @@ async fn hit_after_miss_with_a_normalised_key() {
     assert!(edge.metric("meridian_edge_cache_objects", &[]).await >= 1.0);
 }
 
+/// Plain `GET`s of fresh objects take the proxy's fast hit path; `HEAD`
+/// and range requests take pingora's full cache path. Both answer from the
+/// same stored copy, with the same headers, a growing `Age`, and count as
+/// hits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fast_and_full_hit_paths_serve_the_same_stored_copy() {
+    let upstream = TestUpstream::start("local").await;
+    let edge = edge_in_front_of(&upstream).await;
+    let path = "/fast?cc=public,max-age=60&tag=product:7";
+    let miss = edge.get(path).await;
+    assert_eq!(x_cache(&miss), "MISS");
+    let stored = miss.bytes().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+
+    let fast = edge.get(path).await;
+    assert_eq!(fast.status(), 200);
+    assert_eq!(x_cache(&fast), "HIT");
+    let age: u64 = fast.headers()["age"].to_str().unwrap().parse().unwrap();
+    assert!((1..60).contains(&age), "age {age}");
+    assert_eq!(fast.headers()["content-length"], stored.len().to_string());
+    assert_eq!(
+        fast.headers()["surrogate-key"],
+        "product:7",
+        "debug headers on"
+    );
+    assert!(fast.headers().contains_key("x-cache-key"));
+    let fast_names: std::collections::BTreeSet<String> =
+        fast.headers().keys().map(|n| n.to_string()).collect();
+    assert_eq!(fast.bytes().await.unwrap(), stored);
+
+    let head = edge
+        .client
+        .head(format!("{}{path}", edge.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(head.status(), 200);
+    assert_eq!(x_cache(&head), "HIT");
+    let head_names: std::collections::BTreeSet<String> =
+        head.headers().keys().map(|n| n.to_string()).collect();
+    assert_eq!(fast_names, head_names, "same headers on both paths");
+
+    let range = edge.get_with(path, &[("range", "bytes=0-3")]).await;
+    assert_eq!(range.status(), 206);
+    assert_eq!(x_cache(&range), "HIT");
+    assert_eq!(range.bytes().await.unwrap(), stored.slice(0..4));
+
+    assert_eq!(upstream.count(path), 1);
+    let hits = edge
+        .metric("meridian_edge_requests_total", &[("cache", "HIT")])
+        .await;
+    assert_eq!(hits, 3.0);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_misses_are_coalesced_into_one_fetch() {
     let upstream = TestUpstream::start("local").await;
