@@ -109,9 +109,8 @@ fn header_bytes(header: &ResponseHeader) -> usize {
 
 /// A copy of `header` that owns exactly what it needs: no case map, a map
 /// sized to its headers, no hop-by-hop `Connection`/`Keep-Alive`, and values
-/// copied out of the upstream's read
-/// buffer (which a zero-copy value would otherwise keep alive, whole, for
-/// as long as the object is cached).
+/// copied out of the upstream's read buffer (which a zero-copy value would
+/// otherwise keep alive, whole, for as long as the object is cached).
 fn compact(header: &ResponseHeader) -> ResponseHeader {
     let Ok(mut out) = ResponseHeader::build_no_case(header.status, Some(header.headers.len()))
     else {
@@ -183,6 +182,16 @@ pub struct StorageStats {
     pub bytes: AtomicUsize,
     pub purged: AtomicU64,
     pub evicted: AtomicU64,
+}
+
+/// A stored response that is fresh now and does not vary, so it can be
+/// sent as it is: what the proxy's fast hit path serves.
+pub struct FreshObject {
+    /// The stored header (a copy the caller may decorate).
+    pub header: ResponseHeader,
+    pub body: Bytes,
+    /// Seconds since the response was stored or last revalidated.
+    pub age: u64,
 }
 
 /// The edge's cache storage. Created once per process and leaked
@@ -281,26 +290,6 @@ impl ObjectStorage {
             .unwrap_or_default()
     }
 
-    /// Every entry id (purge all).
-    pub fn all_ids(&self) -> Vec<HashBinary> {
-        self.shards
-            .iter()
-            .flat_map(|shard| shard.read().keys().copied().collect::<Vec<_>>())
-            .collect()
-    }
-}
-
-/// A stored response that is fresh now and does not vary, so it can be
-/// sent as it is: what the proxy's fast hit path serves.
-pub struct FreshObject {
-    /// The stored header (a copy the caller may decorate).
-    pub header: ResponseHeader,
-    pub body: Bytes,
-    /// Seconds since the response was stored or last revalidated.
-    pub age: u64,
-}
-
-impl ObjectStorage {
     /// The object stored under `id` if it is a `200` fresh at `now`, has no
     /// variants (no `Vary`) and declares its `Content-Length`; `None` sends
     /// the request through pingora's full cache path instead, which handles
@@ -325,6 +314,14 @@ impl ObjectStorage {
                 .unwrap_or_default()
                 .as_secs(),
         })
+    }
+
+    /// Every entry id (purge all).
+    pub fn all_ids(&self) -> Vec<HashBinary> {
+        self.shards
+            .iter()
+            .flat_map(|shard| shard.read().keys().copied().collect::<Vec<_>>())
+            .collect()
     }
 }
 
