@@ -417,10 +417,13 @@ mod defaults {
         20
     }
     pub fn session_cookie() -> String {
-        "meridian_session".into()
+        meridian_topology::shopper_token::SESSION_COOKIE.into()
     }
     pub fn session_cookies() -> Vec<String> {
-        vec!["meridian_session".into(), "meridian_cart".into()]
+        vec![
+            meridian_topology::shopper_token::SESSION_COOKIE.into(),
+            "meridian_cart".into(),
+        ]
     }
     pub fn health_path() -> String {
         "/healthz".into()

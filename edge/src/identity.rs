@@ -4,29 +4,21 @@
 //! only to route cart, checkout and orders to the shopper's home region
 //! (data residency); authorisation stays with the origin.
 //!
-//! The token comes from `Authorization: Bearer …` or the session cookie.
+//! The token comes from `Authorization: Bearer …` or the session cookie;
+//! its format and verification are shared with the origin and the CLI
+//! ([`meridian_topology::shopper_token`]).
 
-use jsonwebtoken::{Algorithm, DecodingKey, Validation, decode};
+use meridian_topology::shopper_token::{ShopperClaims, ShopperTokenError, TokenVerifier};
 use pingora::http::RequestHeader;
-use serde::Deserialize;
 
 use crate::config::IdentityConfig;
 use crate::proxy::request_filters::cookie;
-
-/// The claims the edge reads.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-pub struct Claims {
-    /// The user id.
-    pub sub: String,
-    /// The shopper's home region.
-    pub region: String,
-}
 
 /// What a request says about who sent it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Shopper {
     Anonymous,
-    SignedIn(Claims),
+    SignedIn(ShopperClaims),
     /// A token was presented but does not verify (expired, bad signature,
     /// malformed): personal routes answer 401.
     Invalid,
@@ -40,41 +32,33 @@ pub enum IdentityError {
         source: std::io::Error,
     },
     #[error("identity key: {0}")]
-    Key(jsonwebtoken::errors::Error),
+    Key(#[from] ShopperTokenError),
+    #[error("identity: set exactly one of hs256_secret and es256_public_key")]
+    NoKey,
 }
 
 pub struct Identity {
-    key: DecodingKey,
-    validation: Validation,
+    verifier: TokenVerifier,
     cookie: String,
 }
 
 impl Identity {
     pub fn new(config: &IdentityConfig) -> Result<Self, IdentityError> {
-        let (key, algorithm) = match (&config.hs256_secret, &config.es256_public_key) {
-            (Some(secret), _) => (
-                DecodingKey::from_secret(secret.as_bytes()),
-                Algorithm::HS256,
-            ),
+        let verifier = match (&config.hs256_secret, &config.es256_public_key) {
+            (Some(secret), _) => TokenVerifier::hs256(secret)?,
             (None, Some(path)) => {
                 let pem = std::fs::read(path).map_err(|source| IdentityError::Read {
                     path: path.display().to_string(),
                     source,
                 })?;
-                (
-                    DecodingKey::from_ec_pem(&pem).map_err(IdentityError::Key)?,
-                    Algorithm::ES256,
-                )
+                TokenVerifier::es256(&pem)?
             }
-            // Validated at load: one of the two is set.
-            (None, None) => (DecodingKey::from_secret(&[]), Algorithm::HS256),
+            // Validated at load; refused here too rather than verifying
+            // against an empty key.
+            (None, None) => return Err(IdentityError::NoKey),
         };
-        let mut validation = Validation::new(algorithm);
-        validation.set_required_spec_claims(&["exp", "sub"]);
-        validation.leeway = 5;
         Ok(Self {
-            key,
-            validation,
+            verifier,
             cookie: config.cookie.clone(),
         })
     }
@@ -95,8 +79,8 @@ impl Identity {
         let Some(token) = self.token(request) else {
             return Shopper::Anonymous;
         };
-        match decode::<Claims>(token, &self.key, &self.validation) {
-            Ok(data) => Shopper::SignedIn(data.claims),
+        match self.verifier.verify(token) {
+            Ok(claims) => Shopper::SignedIn(claims),
             Err(error) => {
                 tracing::debug!(%error, "rejected shopper token");
                 Shopper::Invalid
@@ -108,7 +92,9 @@ impl Identity {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use jsonwebtoken::{EncodingKey, Header, encode};
+    use std::time::{Duration, SystemTime};
+
+    use meridian_topology::shopper_token::TokenSigner;
 
     fn identity() -> Identity {
         Identity::new(&IdentityConfig {
@@ -119,18 +105,17 @@ mod tests {
         .unwrap()
     }
 
-    fn token(secret: &str, exp_offset: i64) -> String {
-        let exp = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
+    /// A token valid for `lifetime` seconds, issued `issued_ago` seconds ago.
+    fn token(secret: &str, lifetime: u64, issued_ago: u64) -> String {
+        TokenSigner::hs256(secret)
             .unwrap()
-            .as_secs() as i64
-            + exp_offset;
-        encode(
-            &Header::new(Algorithm::HS256),
-            &serde_json::json!({ "sub": "u42", "region": "eu-west", "exp": exp }),
-            &EncodingKey::from_secret(secret.as_bytes()),
-        )
-        .unwrap()
+            .mint(
+                "u42",
+                "eu-west",
+                Duration::from_secs(lifetime),
+                SystemTime::now() - Duration::from_secs(issued_ago),
+            )
+            .unwrap()
     }
 
     fn with(name: &str, value: &str) -> RequestHeader {
@@ -142,26 +127,26 @@ mod tests {
     #[test]
     fn verifies_bearer_and_cookie_tokens() {
         let id = identity();
-        let good = token("a-test-secret-that-is-long-enough", 300);
-        let expected = Shopper::SignedIn(Claims {
-            sub: "u42".into(),
-            region: "eu-west".into(),
-        });
-        assert_eq!(
-            id.shopper(&with("authorization", &format!("Bearer {good}"))),
-            expected
-        );
-        assert_eq!(
-            id.shopper(&with("cookie", &format!("a=1; meridian_session={good}"))),
-            expected
-        );
+        let good = token("a-test-secret-that-is-long-enough", 300, 0);
+        for request in [
+            with("authorization", &format!("Bearer {good}")),
+            with("cookie", &format!("a=1; meridian_session={good}")),
+        ] {
+            let Shopper::SignedIn(claims) = id.shopper(&request) else {
+                panic!("not signed in");
+            };
+            assert_eq!(
+                (claims.sub.as_str(), claims.region.as_str()),
+                ("u42", "eu-west")
+            );
+        }
     }
 
     #[test]
     fn bad_tokens_are_invalid_and_none_is_anonymous() {
         let id = identity();
-        let forged = token("another-secret-entirely-here", 300);
-        let expired = token("a-test-secret-that-is-long-enough", -3600);
+        let forged = token("another-secret-entirely-here-000000", 300, 0);
+        let expired = token("a-test-secret-that-is-long-enough", 60, 3600);
         for bad in [forged.as_str(), expired.as_str(), "not.a.jwt"] {
             assert_eq!(
                 id.shopper(&with("authorization", &format!("Bearer {bad}"))),

@@ -186,7 +186,7 @@ pub fn edge_config(
         identity: Some(IdentityConfig {
             hs256_secret: Some(secrets.jwt_secret.clone()),
             es256_public_key: None,
-            cookie: "meridian_session".into(),
+            cookie: meridian_topology::shopper_token::SESSION_COOKIE.into(),
         }),
         redis_url,
         purge_channel: meridian_topology::invalidation::CHANNEL.to_string(),

@@ -1,6 +1,6 @@
 //! The `meridian` binary end to end: `up` starts a real two-region stack,
 //! writes the stack file, serves through origins and edges, and stops every
-//! process on SIGINT; bad
+//! process on SIGINT; `token` mints shopper tokens the stack accepts; bad
 //! topology files are refused with the file and field named.
 
 #![allow(clippy::expect_used, clippy::unwrap_used)]
@@ -108,6 +108,34 @@ fn up_serves_two_regions_and_stops_everything_on_ctrl_c() {
     assert!(!seed.status.success());
     assert!(String::from_utf8_lossy(&seed.stderr).contains("already has 200 products"));
 
+    // `meridian token` signs with the running stack's secret: the edge
+    // accepts the token on a personal route (pinned to the home region) and
+    // refuses a token it did not sign.
+    let token = Command::new(BIN)
+        .args(["token", "--user", "u7", "--region", "eu-west"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(token.status.success(), "{token:?}");
+    let token = String::from_utf8(token.stdout).unwrap().trim().to_string();
+    let edge = stack.regions["us-east"].edge.clone().expect("edge listed");
+    let (good, forged) = runtime.block_on(async {
+        let client = reqwest::Client::new();
+        let mut statuses = Vec::new();
+        for bearer in [token.as_str(), "e30.e30.forged"] {
+            let response = client
+                .get(format!("{edge}/v1/cart"))
+                .bearer_auth(bearer)
+                .send()
+                .await
+                .expect("edge answers");
+            statuses.push(response.status().as_u16());
+        }
+        (statuses[0], statuses[1])
+    });
+    assert_ne!(good, 401, "a minted token is accepted");
+    assert_eq!(forged, 401);
+
     kill(Pid::from_raw(child.id() as i32), Signal::SIGINT).unwrap();
     let deadline = Instant::now() + Duration::from_secs(60);
     let status = loop {
@@ -147,4 +175,53 @@ fn a_bad_region_file_is_refused_with_file_and_field() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("eu-west.toml"), "{stderr}");
     assert!(stderr.contains("`replica_lag_tolerance`"), "{stderr}");
+}
+
+#[test]
+fn token_mints_a_verifiable_shopper_token_and_refuses_bad_input() {
+    use meridian_topology::shopper_token::TokenVerifier;
+    let dir = tempfile::tempdir().unwrap();
+    let secret = "cli-test-jwt-secret-of-32-bytes-or-more";
+    let output = Command::new(BIN)
+        .args([
+            "token", "--user", "u42", "--region", "eu-west", "--ttl", "2h",
+        ])
+        .args(["--secret", secret])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let token = String::from_utf8(output.stdout).unwrap();
+    let claims = TokenVerifier::hs256(secret)
+        .unwrap()
+        .verify(token.trim())
+        .unwrap();
+    assert_eq!(
+        (claims.sub.as_str(), claims.region.as_str()),
+        ("u42", "eu-west")
+    );
+
+    for (args, message) in [
+        (
+            vec!["--region", "mars", "--secret", secret],
+            "unknown region `mars`",
+        ),
+        (
+            vec!["--region", "eu-west", "--secret", "short"],
+            "at least 32 bytes",
+        ),
+        (vec!["--region", "eu-west"], "stack.json"),
+    ] {
+        let output = Command::new(BIN)
+            .args(["token", "--user", "u42"])
+            .args(&args)
+            .current_dir(dir.path())
+            .env_remove("MERIDIAN_JWT_SECRET")
+            .output()
+            .unwrap();
+        assert!(!output.status.success(), "{args:?}");
+        assert!(output.stdout.is_empty(), "no token printed for {args:?}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(message), "{args:?}: {stderr}");
+    }
 }

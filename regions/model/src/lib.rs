@@ -10,6 +10,9 @@
 //! - [`TopologyError`]: every error names the file, the field and the problem.
 //! - [`invalidation`]: the regional invalidation channel's message format,
 //!   shared by the origins that publish and the edges that purge.
+//! - [`shopper_token`]: the shopper JWT (claims, minting, verification),
+//!   shared by the CLI that mints, the edge that routes and the origin that
+//!   authorises.
 //!
 //! The model is shared by the edge, the origin and the `meridian` CLI; it
 //! holds no behaviour beyond parsing, validation and simple look-ups.
@@ -18,6 +21,7 @@
 
 pub mod invalidation;
 pub mod region;
+pub mod shopper_token;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};

@@ -5,10 +5,12 @@
 //! - [`seed`]: load the deterministic demo catalog.
 //! - [`origin`]: run one origin process from a config file.
 //! - [`edge`]: run one edge process from a config file.
+//! - [`token`]: mint a shopper token for local use.
 
 pub mod edge;
 pub mod origin;
 pub mod seed;
+pub mod token;
 pub mod up;
 
 use std::path::PathBuf;
@@ -41,6 +43,10 @@ pub enum Command {
     /// Run one edge proxy from a config file (what `up` starts per region;
     /// also a standalone edge in front of any HTTP origin).
     Edge(edge::EdgeArgs),
+    /// Mint a shopper token (JWT: user id, home region, expiry) signed with
+    /// the local stack's secret, for `Authorization: Bearer` or the
+    /// `meridian_session` cookie.
+    Token(token::TokenArgs),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -71,6 +77,8 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
     // The edge runs its own (pingora) runtimes.
     let command = match cli.command {
         Command::Edge(args) => return edge::run(args),
+        // Nothing asynchronous to do.
+        Command::Token(args) => return token::run(args),
         other => other,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -78,7 +86,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         .build()
         .map_err(|e| CliError::Other(format!("cannot start the async runtime: {e}")))?;
     match command {
-        Command::Edge(_) => Ok(()),
+        Command::Edge(_) | Command::Token(_) => Ok(()),
         Command::Up(args) => runtime.block_on(up::run(args)),
         Command::Seed(args) => runtime.block_on(seed::run(args)),
         Command::Origin(args) => runtime.block_on(origin::run(args)),
