@@ -7,7 +7,8 @@
 //!   topology and the running servers (one function, used by `up` and tests).
 //! - [`stack_file`]: `.meridian/stack.json`, the contract between a running
 //!   local stack and the tools and tests that use it.
-//! - [`cli`]: the subcommands (`up`, `seed`, `origin`).
+//! - [`psp`]: the payment-provider simulator (`meridian psp`).
+//! - [`cli`]: the subcommands (`up`, `seed`, `origin`, `edge`, `token`, `psp`).
 //!
 //! The topology model itself is the `meridian-topology` crate
 //! (`regions/model/`), so the origin and edge can depend on it without
@@ -18,6 +19,7 @@
 pub mod cli;
 pub mod launcher;
 pub mod local;
+pub mod psp;
 pub mod stack_file;
 
 pub use launcher::{LaunchError, LocalStack};

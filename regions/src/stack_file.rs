@@ -25,6 +25,17 @@ pub struct StackFile {
     /// The catalog primary (in the home region).
     pub catalog_primary: String,
     pub regions: BTreeMap<String, RegionEndpoints>,
+    /// Payment-provider simulators by name (`primary`, `fallback`).
+    #[serde(default)]
+    pub psp: BTreeMap<String, PspEndpoint>,
+}
+
+/// One payment-provider simulator of the stack.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PspEndpoint {
+    /// Base URL of its API.
+    pub url: String,
+    pub pid: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -108,6 +119,7 @@ impl StackFile {
         self.regions
             .values()
             .flat_map(|r| r.pids.values().copied())
+            .chain(self.psp.values().map(|p| p.pid))
             .filter(|pid| Path::new(&format!("/proc/{pid}")).exists())
             .collect()
     }

@@ -92,10 +92,23 @@ fn up_serves_two_regions_and_stops_everything_on_ctrl_c() {
             .pids
             .contains_key("postgres-primary")
     );
+    // Two payment-provider simulators, each answering its API.
+    assert_eq!(
+        stack.psp.keys().collect::<Vec<_>>(),
+        ["fallback", "primary"]
+    );
+    for (name, psp) in &stack.psp {
+        let url = format!("{}/v1/ledger", psp.url);
+        let ledger: serde_json::Value = runtime
+            .block_on(async { reqwest::get(&url).await?.json().await })
+            .expect("psp answers");
+        assert_eq!(ledger["psp"], name.as_str());
+    }
     let pids: Vec<u32> = stack
         .regions
         .values()
         .flat_map(|r| r.pids.values().copied())
+        .chain(stack.psp.values().map(|p| p.pid))
         .collect();
     assert!(pids.iter().all(|pid| alive(*pid)));
 

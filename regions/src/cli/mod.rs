@@ -6,9 +6,11 @@
 //! - [`origin`]: run one origin process from a config file.
 //! - [`edge`]: run one edge process from a config file.
 //! - [`token`]: mint a shopper token for local use.
+//! - [`psp`]: run one payment-provider simulator.
 
 pub mod edge;
 pub mod origin;
+pub mod psp;
 pub mod seed;
 pub mod token;
 pub mod up;
@@ -47,6 +49,9 @@ pub enum Command {
     /// the local stack's secret, for `Authorization: Bearer` or the
     /// `meridian_session` cookie.
     Token(token::TokenArgs),
+    /// Run one payment-provider simulator (payment intents, idempotency
+    /// keys, injected latency, errors and timeouts, a ledger).
+    Psp(psp::PspArgs),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -90,6 +95,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::Up(args) => runtime.block_on(up::run(args)),
         Command::Seed(args) => runtime.block_on(seed::run(args)),
         Command::Origin(args) => runtime.block_on(origin::run(args)),
+        Command::Psp(args) => runtime.block_on(psp::run(args)),
     }
 }
 

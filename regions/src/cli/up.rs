@@ -19,10 +19,13 @@ use super::{CliError, load_topology, stop_signal};
 use crate::launcher::process::ManagedProcess;
 use crate::launcher::{CATALOG_DATABASE, LocalStack, free_port};
 use crate::local::{EdgeAddrs, EdgeSecrets, GEO_DATABASE, edge_config, origin_config};
-use crate::stack_file::{DEFAULT_PATH, PostgresEndpoints, RegionEndpoints, StackFile};
+use crate::stack_file::{DEFAULT_PATH, PostgresEndpoints, PspEndpoint, RegionEndpoints, StackFile};
 
 /// How long an origin may take to answer `/readyz`.
 const ORIGIN_READY_TIMEOUT: Duration = Duration::from_secs(60);
+/// The payment-provider simulators `up` starts: checkout falls back to the
+/// second when the first's circuit breaker is open.
+const PSP_NAMES: [&str; 2] = ["primary", "fallback"];
 
 #[derive(Debug, Args)]
 pub struct UpArgs {
@@ -242,13 +245,32 @@ pub async fn run(args: UpArgs) -> Result<(), CliError> {
         wait_ready(&mut edge.service, "edge").await?;
     }
 
+    let mut psps = Vec::new();
+    for name in PSP_NAMES {
+        psps.push(start_psp(&exe, name, &data_dir).await?);
+    }
+
     let mut stack_file = describe(&stack, &topology, &origins, &edges, &admin_token, &data_dir);
     stack_file.jwt_secret = Some(secrets.jwt_secret.clone());
+    for psp in &psps {
+        if let Some(pid) = psp.process.pid() {
+            stack_file.psp.insert(
+                psp.region.clone(),
+                PspEndpoint {
+                    url: psp.url.clone(),
+                    pid,
+                },
+            );
+        }
+    }
     stack_file.write(&args.stack_file)?;
     print_summary(&stack_file, &args.stack_file);
 
     stop_signal().await;
     println!("\nstopping ...");
+    for psp in &mut psps {
+        psp.process.stop();
+    }
     for edge in &mut edges {
         edge.service.process.stop();
     }
@@ -282,6 +304,26 @@ fn write_local_certificate(data_dir: &Path) -> Result<(PathBuf, PathBuf), CliErr
     write(&cert, certified.cert.pem())?;
     write(&key, certified.signing_key.serialize_pem())?;
     Ok((cert, key))
+}
+
+/// Starts the payment-provider simulator `name` on a free port.
+async fn start_psp(exe: &Path, name: &str, data_dir: &Path) -> Result<ServiceProcess, CliError> {
+    let addr = SocketAddr::from(([127, 0, 0, 1], free_port()?));
+    let mut command = Command::new(exe);
+    command
+        .args(["psp", "--name", name, "--listen"])
+        .arg(addr.to_string());
+    let log = data_dir.join(format!("psp-{name}.log"));
+    let process = ManagedProcess::spawn(&format!("psp-{name}"), command, &log, Signal::SIGTERM)?;
+    let mut service = ServiceProcess {
+        // The PSP belongs to no region; its name stands in.
+        region: name.to_string(),
+        url: format!("http://{addr}"),
+        ready_url: format!("http://{addr}/healthz"),
+        process,
+    };
+    wait_ready(&mut service, "payment simulator").await?;
+    Ok(service)
 }
 
 async fn wait_ready(service: &mut ServiceProcess, kind: &str) -> Result<(), CliError> {
@@ -372,6 +414,7 @@ fn describe(
         data_dir: data_dir.to_path_buf(),
         catalog_primary: stack.primary_url(),
         regions,
+        psp: BTreeMap::new(),
     }
 }
 
@@ -399,6 +442,9 @@ fn print_summary(stack: &StackFile, path: &Path) {
         );
     }
     println!("\ncatalog primary: {}", stack.catalog_primary);
+    for (name, psp) in &stack.psp {
+        println!("payments ({name}): {}", psp.url);
+    }
     println!("admin token:     {}", stack.admin_token);
     println!("stack file:      {}", path.display());
     if let Some((_, first)) = stack.regions.iter().next() {
