@@ -173,6 +173,23 @@ fn shard_map_covers_every_bucket() {
 }
 
 #[test]
+fn users_map_to_a_shard_of_their_region_and_shards_are_found_by_name() {
+    let topology = Topology::embedded().expect("valid");
+    for region in topology.regions() {
+        let mut used = std::collections::BTreeSet::new();
+        for i in 0..1000 {
+            let shard = region
+                .shard_for_user(&format!("user-{i}"))
+                .expect("every user has a shard");
+            assert_eq!(region.shard_named(&shard.name), Some(shard));
+            used.insert(shard.name.clone());
+        }
+        assert_eq!(used.len(), region.orders.shards.len(), "{}", region.name);
+    }
+    assert!(topology.home().shard_named("nope").is_none());
+}
+
+#[test]
 fn ephemeral_ports_and_region_edits_stay_valid() {
     let topology = Topology::embedded().expect("valid").with_ephemeral_ports();
     assert!(topology.validate().is_ok());
