@@ -52,6 +52,9 @@ pub struct RegionEndpoints {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub edge_tls: Option<String>,
     pub postgres: PostgresEndpoints,
+    /// Order shard name → URL of its database.
+    #[serde(default)]
+    pub orders: BTreeMap<String, String>,
     pub redis: String,
     /// Process name → pid, for every process started for this region.
     pub pids: BTreeMap<String, u32>,

@@ -92,6 +92,21 @@ fn up_serves_two_regions_and_stops_everything_on_ctrl_c() {
             .pids
             .contains_key("postgres-primary")
     );
+    // Each region's order shards are databases that accept connections.
+    let psql = meridian_regions::launcher::Binaries::discover()
+        .unwrap()
+        .pg("psql");
+    for (name, region) in &stack.regions {
+        assert_eq!(region.orders.len(), 2, "{name}: two order shards");
+        for (shard, url) in &region.orders {
+            let output = Command::new(&psql)
+                .args(["-X", "-t", "-A", "-c", "select current_database()", url])
+                .output()
+                .unwrap();
+            assert!(output.status.success(), "{shard}: {output:?}");
+            assert!(String::from_utf8_lossy(&output.stdout).starts_with("orders_"));
+        }
+    }
     // Two payment-provider simulators, each answering its API.
     assert_eq!(
         stack.psp.keys().collect::<Vec<_>>(),

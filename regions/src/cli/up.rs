@@ -115,9 +115,13 @@ pub async fn run(args: UpArgs) -> Result<(), CliError> {
     let stack = {
         let topology = topology.clone();
         let dir = data_dir.clone();
-        tokio::task::spawn_blocking(move || LocalStack::start(&topology, &dir))
-            .await
-            .map_err(|e| CliError::Other(format!("launcher task failed: {e}")))??
+        tokio::task::spawn_blocking(move || {
+            let mut stack = LocalStack::start(&topology, &dir)?;
+            stack.start_order_shards(&topology)?;
+            Ok::<_, crate::launcher::LaunchError>(stack)
+        })
+        .await
+        .map_err(|e| CliError::Other(format!("launcher task failed: {e}")))??
     };
     meridian_origin::db::migrate(&stack.primary_url()).await?;
     let seeded =
@@ -382,6 +386,19 @@ fn describe(
         if let Some(pid) = servers.redis.pid() {
             pids.insert("redis".to_string(), pid);
         }
+        let mut orders = BTreeMap::new();
+        if let Some(order_servers) = &servers.orders {
+            for server in &order_servers.servers {
+                if let Some(pid) = server.pid() {
+                    pids.insert(format!("postgres-{}", server.name()), pid);
+                }
+            }
+            for shard in order_servers.shards.keys() {
+                if let Some(url) = order_servers.url(shard) {
+                    orders.insert(shard.clone(), url);
+                }
+            }
+        }
         if topology.home().name == origin.region
             && let Some(pid) = stack.primary.pid()
         {
@@ -402,6 +419,7 @@ fn describe(
                         .map(|r| (r.name().to_string(), r.url(CATALOG_DATABASE)))
                         .collect(),
                 },
+                orders,
                 redis: servers.redis.url(),
                 pids,
             },

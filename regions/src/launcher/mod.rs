@@ -7,9 +7,12 @@
 //! - [`binaries`]: finding `initdb`/`postgres`/`pg_basebackup`/`redis-server`.
 //! - [`postgres`]: the catalog primary and its streaming replicas.
 //! - [`redis`]: one Redis per region.
+//! - [`orders`]: a region's order-shard databases (started on request:
+//!   [`LocalStack::start_order_shards`]).
 //! - [`process`]: owning a child process (log file, stop signal, kill, drop).
 
 pub mod binaries;
+pub mod orders;
 pub mod postgres;
 pub mod process;
 pub mod redis;
@@ -22,6 +25,7 @@ use std::time::Duration;
 use meridian_topology::Topology;
 
 pub use binaries::Binaries;
+pub use orders::OrderServers;
 pub use postgres::{PostgresServer, Role};
 pub use redis::RedisServer;
 
@@ -77,6 +81,9 @@ pub struct RegionServers {
     /// Streaming replicas of the catalog, in the order the topology lists them.
     pub replicas: Vec<PostgresServer>,
     pub redis: RedisServer,
+    /// The order-shard databases, once [`LocalStack::start_order_shards`]
+    /// has run.
+    pub orders: Option<OrderServers>,
 }
 
 /// Every server of a local stack. Dropping it stops them all (replicas and
@@ -160,6 +167,7 @@ impl LocalStack {
                     name: region.name.clone(),
                     replicas,
                     redis,
+                    orders: None,
                 },
             );
         }
@@ -170,6 +178,19 @@ impl LocalStack {
             root,
             _temp: temp,
         })
+    }
+
+    /// Starts every region's order-shard databases ([`orders`]).
+    pub fn start_order_shards(&mut self, topology: &Topology) -> Result<(), LaunchError> {
+        for region in topology.regions() {
+            let Some(servers) = self.regions.get_mut(&region.name) else {
+                continue;
+            };
+            if servers.orders.is_none() {
+                servers.orders = Some(OrderServers::start(&self.bins, region, &self.root)?);
+            }
+        }
+        Ok(())
     }
 
     pub fn root(&self) -> &Path {
@@ -213,6 +234,9 @@ impl Drop for LocalStack {
                 replica.stop();
             }
             region.redis.stop();
+            if let Some(orders) = &mut region.orders {
+                orders.stop();
+            }
         }
         self.primary.stop();
     }
@@ -230,7 +254,7 @@ pub fn free_port() -> Result<u16, LaunchError> {
 
 /// Runs `start` on `configured`, or — when it is 0 — on a free port, trying
 /// a few ports in case another process takes the chosen one first.
-fn with_port_retry<T>(
+pub(crate) fn with_port_retry<T>(
     configured: u16,
     mut start: impl FnMut(u16, bool) -> Result<T, LaunchError>,
 ) -> Result<T, LaunchError> {
@@ -249,7 +273,7 @@ fn with_port_retry<T>(
 }
 
 /// Removes what a failed start (port taken) left in `dir` before a retry.
-fn clear_failed_attempt(dir: &Path, retry: bool) {
+pub(crate) fn clear_failed_attempt(dir: &Path, retry: bool) {
     if retry {
         let _ = std::fs::remove_dir_all(dir);
         let _ = std::fs::remove_file(dir.with_extension("log"));
