@@ -11,6 +11,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use meridian_topology::shopper_token::MIN_SECRET_BYTES;
 use serde::{Deserialize, Serialize};
 
 /// Everything one edge process needs.
@@ -620,9 +621,12 @@ impl EdgeConfig {
         }
         if let Some(identity) = &self.identity {
             match (&identity.hs256_secret, &identity.es256_public_key) {
-                (Some(secret), None) if secret.len() >= 32 => {}
+                (Some(secret), None) if secret.len() >= MIN_SECRET_BYTES => {}
                 (Some(_), None) => {
-                    return invalid("identity.hs256_secret", "must be at least 32 bytes".into());
+                    return invalid(
+                        "identity.hs256_secret",
+                        format!("must be at least {MIN_SECRET_BYTES} bytes"),
+                    );
                 }
                 (None, Some(path)) if path.is_file() => {}
                 (None, Some(path)) => {

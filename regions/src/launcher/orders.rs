@@ -75,12 +75,6 @@ impl OrderServers {
         Some(self.servers.get(place.server)?.url(&place.database))
     }
 
-    /// The server holding shard `name` (to stop or pause it in tests).
-    pub fn server_of(&mut self, name: &str) -> Option<&mut PostgresServer> {
-        let index = self.shards.get(name)?.server;
-        self.servers.get_mut(index)
-    }
-
     pub fn stop(&mut self) {
         for server in &mut self.servers {
             server.stop();
