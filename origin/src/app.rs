@@ -17,11 +17,15 @@ use tokio_util::sync::CancellationToken;
 
 use crate::auth::AdminTokens;
 use crate::cache::{L2, TieredCache};
+use crate::cart::{self, CartContext, CartState, CartStore};
 use crate::catalog::{self, CacheHeaders, CatalogContext, CatalogState};
 use crate::config::OriginConfig;
 use crate::db::DbRouter;
+use crate::identity::{IdentityError, ShopperAuth};
 use crate::invalidation::{self, Tailer};
+use crate::inventory::{self, Inventory, InventoryContext, InventoryState};
 use crate::metrics::{self, Metrics};
+use crate::orders::{self, OrdersContext, OrdersState, ShardRouter};
 use crate::problem;
 
 #[derive(Debug, thiserror::Error)]
@@ -40,6 +44,8 @@ pub enum StartError {
     Redis(#[from] crate::cache::l2::L2Error),
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
+    #[error(transparent)]
+    Identity(#[from] IdentityError),
     #[error("server: {0}")]
     Serve(#[source] std::io::Error),
 }
@@ -51,6 +57,10 @@ pub struct AppState(Arc<AppParts>);
 
 pub struct AppParts {
     pub catalog: CatalogState,
+    pub inventory: InventoryState,
+    pub cart: CartState,
+    pub orders: OrdersState,
+    pub shoppers: ShopperAuth,
     pub admin: AdminTokens,
     pub metrics: Metrics,
     pub health: HealthState,
@@ -68,6 +78,30 @@ pub struct HealthContext {
 impl FromRef<AppState> for CatalogState {
     fn from_ref(state: &AppState) -> Self {
         state.0.catalog.clone()
+    }
+}
+
+impl FromRef<AppState> for InventoryState {
+    fn from_ref(state: &AppState) -> Self {
+        state.0.inventory.clone()
+    }
+}
+
+impl FromRef<AppState> for CartState {
+    fn from_ref(state: &AppState) -> Self {
+        state.0.cart.clone()
+    }
+}
+
+impl FromRef<AppState> for OrdersState {
+    fn from_ref(state: &AppState) -> Self {
+        state.0.orders.clone()
+    }
+}
+
+impl FromRef<AppState> for ShopperAuth {
+    fn from_ref(state: &AppState) -> Self {
+        state.0.shoppers.clone()
     }
 }
 
@@ -108,6 +142,24 @@ impl Application {
             None => None,
         };
         let cache = TieredCache::new(&config.cache, l2.clone(), metrics.clone());
+        let shards = config
+            .orders
+            .as_ref()
+            .map(|orders| ShardRouter::new(orders, &config.region, config.database.acquire_timeout))
+            .transpose()?;
+        let shoppers = ShopperAuth::new(&config.shoppers, &config.region, config.carts.ttl)?;
+        let carts = match &config.redis_url {
+            Some(url) => Some(CartStore::connect(
+                url,
+                config.carts.redis_timeout,
+                cart::store::Limits {
+                    ttl: config.carts.ttl,
+                    max_lines: config.carts.max_lines,
+                    max_quantity: config.carts.max_quantity,
+                },
+            )?),
+            None => None,
+        };
         let instance = format!("{}-{:016x}", config.region, rand::random::<u64>());
         let shutdown = CancellationToken::new();
         let mut tasks = JoinSet::new();
@@ -124,6 +176,19 @@ impl Application {
             poll: config.cache.invalidation_poll,
         };
         tasks.spawn(tailer.run(shutdown.clone()));
+        let inventory = Inventory::start(
+            db.clone(),
+            metrics.clone(),
+            config.inventory.max_batch,
+            shutdown.clone(),
+            &mut tasks,
+        );
+        tasks.spawn(inventory::sweeper::run(
+            db.clone(),
+            metrics.clone(),
+            config.inventory.sweep_interval,
+            shutdown.clone(),
+        ));
         if let Some(url) = config.redis_url.clone() {
             let subscriber = invalidation::run_subscriber(
                 url,
@@ -155,6 +220,18 @@ impl Application {
                 fx_ttl: config.cache.fx_ttl,
                 debug_headers: config.debug_headers,
             }),
+            inventory: InventoryState::new(InventoryContext {
+                db: db.clone(),
+                inventory,
+            }),
+            cart: CartState::new(CartContext {
+                store: carts,
+                auth: shoppers.clone(),
+                db: db.clone(),
+                metrics: metrics.clone(),
+            }),
+            orders: OrdersState::new(OrdersContext { shards }),
+            shoppers,
             admin: AdminTokens::new(config.admin_tokens.clone()),
             metrics: metrics.clone(),
             health: HealthState(Arc::new(HealthContext {
@@ -211,6 +288,9 @@ impl Application {
 pub fn routes(state: AppState, max_body_bytes: usize) -> Router {
     Router::new()
         .merge(catalog::router(max_body_bytes))
+        .merge(inventory::router(max_body_bytes))
+        .merge(cart::router(max_body_bytes))
+        .merge(orders::router())
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))

@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
+use meridian_topology::shard_map::{ShardMap, ShardMapError};
 use serde::{Deserialize, Serialize};
 
 /// Everything one origin process needs.
@@ -32,6 +33,142 @@ pub struct OriginConfig {
     /// and tests; off in production, where it only adds bytes and detail.
     #[serde(default)]
     pub debug_headers: bool,
+    /// How shoppers are identified (tokens, guest cookies).
+    pub shoppers: ShoppersConfig,
+    #[serde(default)]
+    pub carts: CartConfig,
+    #[serde(default)]
+    pub inventory: InventoryConfig,
+    /// This region's order-shard databases. Without it, orders and
+    /// checkout answer 503.
+    #[serde(default)]
+    pub orders: Option<OrdersConfig>,
+}
+
+/// Order shards: `user → bucket` by jump hash over `buckets`, `bucket →
+/// shard` by the ranges below (the topology's shard map), each shard a
+/// database of its own.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OrdersConfig {
+    pub buckets: u32,
+    pub shards: Vec<OrderShardConfig>,
+    /// Connections per shard pool.
+    #[serde(default = "defaults::shard_pool_size")]
+    pub pool_size: u32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OrderShardConfig {
+    pub name: String,
+    pub url: String,
+    /// Inclusive bucket ranges `[first, last]`.
+    pub buckets: Vec<[u32; 2]>,
+}
+
+impl OrdersConfig {
+    /// The validated shard map.
+    pub fn shard_map(&self) -> Result<ShardMap, ShardMapError> {
+        ShardMap::new(
+            self.buckets,
+            self.shards
+                .iter()
+                .map(|s| (s.name.as_str(), s.buckets.as_slice())),
+        )
+    }
+}
+
+/// A secret from config: never printed by `Debug`.
+#[derive(Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+/// Shopper identity: the key that verifies shopper tokens (JWT, claims
+/// `sub`/`region`/`exp`; exactly one of HS256 secret and ES256 public key)
+/// and the key that signs guest-cart cookies.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShoppersConfig {
+    #[serde(default)]
+    pub hs256_secret: Option<Secret>,
+    /// A PEM P-256 public key file.
+    #[serde(default)]
+    pub es256_public_key: Option<std::path::PathBuf>,
+    /// Signs the guest-cart cookie (HMAC-SHA256); at least 32 bytes.
+    pub guest_cookie_secret: Secret,
+}
+
+/// Carts: a Redis hash per cart in the shopper's home region.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CartConfig {
+    /// A cart lives this long after its last write.
+    #[serde(with = "humantime_serde", default = "defaults::cart_ttl")]
+    pub ttl: Duration,
+    /// Most distinct SKUs in one cart.
+    #[serde(default = "defaults::cart_max_lines")]
+    pub max_lines: u32,
+    /// Most units of one SKU in one cart.
+    #[serde(default = "defaults::cart_max_quantity")]
+    pub max_quantity: u32,
+    /// Longest a cart command may wait for Redis before the request fails
+    /// with 503 (a cart is data: it is never silently skipped).
+    #[serde(with = "humantime_serde", default = "defaults::cart_timeout")]
+    pub redis_timeout: Duration,
+}
+
+impl Default for CartConfig {
+    fn default() -> Self {
+        CartConfig {
+            ttl: defaults::cart_ttl(),
+            max_lines: defaults::cart_max_lines(),
+            max_quantity: defaults::cart_max_quantity(),
+            redis_timeout: defaults::cart_timeout(),
+        }
+    }
+}
+
+/// Inventory: stock on the catalog primary and time-limited reservations.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InventoryConfig {
+    /// How long a checkout's hold on stock lasts before the sweeper
+    /// releases it.
+    #[serde(with = "humantime_serde", default = "defaults::reservation_ttl")]
+    pub reservation_ttl: Duration,
+    /// How often expired holds are looked for.
+    #[serde(with = "humantime_serde", default = "defaults::sweep_interval")]
+    pub sweep_interval: Duration,
+    /// Most reservation requests applied in one transaction.
+    #[serde(default = "defaults::reservation_batch")]
+    pub max_batch: usize,
+}
+
+impl Default for InventoryConfig {
+    fn default() -> Self {
+        InventoryConfig {
+            reservation_ttl: defaults::reservation_ttl(),
+            sweep_interval: defaults::sweep_interval(),
+            max_batch: defaults::reservation_batch(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -162,6 +299,30 @@ mod defaults {
     pub fn edge_max_age() -> Duration {
         Duration::from_secs(60)
     }
+    pub fn cart_ttl() -> Duration {
+        Duration::from_secs(30 * 86_400)
+    }
+    pub fn cart_max_lines() -> u32 {
+        50
+    }
+    pub fn cart_max_quantity() -> u32 {
+        99
+    }
+    pub fn cart_timeout() -> Duration {
+        Duration::from_secs(1)
+    }
+    pub fn reservation_ttl() -> Duration {
+        Duration::from_secs(600)
+    }
+    pub fn sweep_interval() -> Duration {
+        Duration::from_secs(1)
+    }
+    pub fn reservation_batch() -> usize {
+        256
+    }
+    pub fn shard_pool_size() -> u32 {
+        16
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -257,6 +418,62 @@ impl OriginConfig {
         }
         if self.cache.l2_timeout.is_zero() {
             return invalid("cache.l2_timeout", "must be greater than zero");
+        }
+        match (&self.shoppers.hs256_secret, &self.shoppers.es256_public_key) {
+            (Some(_), Some(_)) | (None, None) => {
+                return invalid(
+                    "shoppers",
+                    "set exactly one of hs256_secret and es256_public_key",
+                );
+            }
+            (Some(secret), None)
+                if secret.expose().len() < meridian_topology::shopper_token::MIN_SECRET_BYTES =>
+            {
+                return invalid("shoppers.hs256_secret", "must be at least 32 bytes");
+            }
+            _ => {}
+        }
+        if self.shoppers.guest_cookie_secret.expose().len() < 32 {
+            return invalid("shoppers.guest_cookie_secret", "must be at least 32 bytes");
+        }
+        if !(1..=1000).contains(&self.carts.max_lines) {
+            return invalid("carts.max_lines", "must be between 1 and 1000");
+        }
+        if !(1..=10_000).contains(&self.carts.max_quantity) {
+            return invalid("carts.max_quantity", "must be between 1 and 10000");
+        }
+        if self.carts.ttl < Duration::from_secs(60) {
+            return invalid("carts.ttl", "must be at least 1m");
+        }
+        if self.carts.redis_timeout.is_zero() {
+            return invalid("carts.redis_timeout", "must be greater than zero");
+        }
+        if self.inventory.reservation_ttl < Duration::from_secs(1) {
+            return invalid("inventory.reservation_ttl", "must be at least 1s");
+        }
+        if self.inventory.sweep_interval.is_zero() {
+            return invalid("inventory.sweep_interval", "must be greater than zero");
+        }
+        if !(1..=10_000).contains(&self.inventory.max_batch) {
+            return invalid("inventory.max_batch", "must be between 1 and 10000");
+        }
+        if let Some(orders) = &self.orders {
+            if let Err(error) = orders.shard_map() {
+                return Err(ConfigError::Invalid {
+                    field: "orders",
+                    problem: error.to_string(),
+                });
+            }
+            if orders
+                .shards
+                .iter()
+                .any(|s| !s.url.starts_with("postgres://") && !s.url.starts_with("postgresql://"))
+            {
+                return invalid("orders.shards.url", "must be a postgres:// URL");
+            }
+            if orders.pool_size == 0 {
+                return invalid("orders.pool_size", "must be at least 1");
+            }
         }
         Ok(())
     }

@@ -5,6 +5,10 @@
 //!   and metrics endpoints.
 //! - [`config`]: the typed, validated configuration.
 //! - [`catalog`]: the catalog bounded context (products, categories, prices).
+//! - [`inventory`]: stock and time-limited reservations on the primary.
+//! - [`cart`]: carts in the home region's Redis.
+//! - [`orders`]: orders in the user's shard (`ShardRouter`).
+//! - [`identity`]: shopper tokens and signed guest-cart cookies.
 //! - [`cache`]: the tiered cache — L1 moka, L2 Redis — with single-flight.
 //! - [`db`]: `DbRouter` (reads to replicas, writes to the primary), replica
 //!   lag monitoring, read-your-writes tokens, migrations.
@@ -20,11 +24,15 @@
 pub mod app;
 pub mod auth;
 pub mod cache;
+pub mod cart;
 pub mod catalog;
 pub mod config;
 pub mod db;
+pub mod identity;
 pub mod invalidation;
+pub mod inventory;
 pub mod metrics;
+pub mod orders;
 pub mod problem;
 
 pub use app::Application;

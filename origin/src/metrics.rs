@@ -15,8 +15,8 @@ use axum::extract::{MatchedPath, Request};
 use axum::http::Method;
 use axum::response::Response;
 use prometheus::{
-    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    Encoder, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 use tower::{Layer, Service};
 
@@ -47,6 +47,9 @@ pub struct MetricFamilies {
     pub replica_usable: IntGaugeVec,
     pub invalidations: IntCounterVec,
     pub l2_available: IntGaugeVec,
+    pub reservations: IntCounterVec,
+    pub reservation_batch_size: Histogram,
+    pub cart_operations: IntCounterVec,
 }
 
 impl Metrics {
@@ -112,6 +115,33 @@ impl Metrics {
             ),
             &["tier"],
         )?;
+        let reservations = IntCounterVec::new(
+            Opts::new(
+                "meridian_reservations_total",
+                "Inventory reservations by event (created, rejected, committed, released, expired); \
+                 committed / created is the reservation-to-capture conversion",
+            ),
+            &["event"],
+        )?;
+        let reservation_batch_size = Histogram::with_opts(
+            HistogramOpts::new(
+                "meridian_reservation_batch_size",
+                "Reservation jobs applied per inventory transaction",
+            )
+            .buckets(vec![
+                1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0,
+            ]),
+        )?;
+        let cart_operations = IntCounterVec::new(
+            Opts::new(
+                "meridian_cart_operations_total",
+                "Cart operations by kind (read, add, update, remove, merge) and result (ok, rejected, error)",
+            ),
+            &["operation", "result"],
+        )?;
+        registry.register(Box::new(reservations.clone()))?;
+        registry.register(Box::new(reservation_batch_size.clone()))?;
+        registry.register(Box::new(cart_operations.clone()))?;
         registry.register(Box::new(http_requests.clone()))?;
         registry.register(Box::new(http_duration.clone()))?;
         registry.register(Box::new(cache_requests.clone()))?;
@@ -130,6 +160,9 @@ impl Metrics {
             replica_usable,
             invalidations,
             l2_available,
+            reservations,
+            reservation_batch_size,
+            cart_operations,
         })))
     }
 

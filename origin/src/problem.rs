@@ -34,6 +34,12 @@ pub enum ApiError {
     Unauthorized,
     #[error("the admin token is not valid")]
     Forbidden,
+    /// A personal route without a valid shopper token.
+    #[error("{0}")]
+    ShopperUnauthorized(String),
+    /// The request belongs to another region (the shopper's home region).
+    #[error("{0}")]
+    Misdirected(String),
     #[error("method not allowed")]
     MethodNotAllowed,
     #[error("{0}")]
@@ -57,6 +63,8 @@ impl ApiError {
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden => StatusCode::FORBIDDEN,
+            ApiError::ShopperUnauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Misdirected(_) => StatusCode::MISDIRECTED_REQUEST,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -74,6 +82,8 @@ impl ApiError {
             ApiError::UnsupportedMediaType(_) => "unsupported-media-type",
             ApiError::Unauthorized => "unauthorized",
             ApiError::Forbidden => "forbidden",
+            ApiError::ShopperUnauthorized(_) => "shopper-unauthorized",
+            ApiError::Misdirected(_) => "wrong-region",
             ApiError::MethodNotAllowed => "method-not-allowed",
             ApiError::Unavailable(_) => "unavailable",
             ApiError::Internal(_) => "internal",
@@ -116,6 +126,12 @@ impl IntoResponse for ApiError {
             headers.insert(
                 header::WWW_AUTHENTICATE,
                 HeaderValue::from_static("Bearer realm=\"meridian-admin\""),
+            );
+        }
+        if matches!(self, ApiError::ShopperUnauthorized(_)) {
+            headers.insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"meridian\""),
             );
         }
         if matches!(self, ApiError::Unavailable(_)) {

@@ -11,7 +11,8 @@ use meridian_edge::config::{
 };
 
 use meridian_origin::config::{
-    AdminToken, CacheConfig, DatabaseConfig, OriginConfig, ReplicaConfig,
+    AdminToken, CacheConfig, CartConfig, DatabaseConfig, InventoryConfig, OrderShardConfig,
+    OrdersConfig, OriginConfig, ReplicaConfig, Secret, ShoppersConfig,
 };
 use meridian_topology::{Region, Topology};
 
@@ -26,7 +27,7 @@ pub fn origin_config(
     stack: &LocalStack,
     region: &Region,
     listen: SocketAddr,
-    admin_token: &str,
+    secrets: &LocalSecrets,
 ) -> OriginConfig {
     let servers = stack.region(&region.name);
     let replicas = servers
@@ -55,11 +56,36 @@ pub fn origin_config(
         cache: CacheConfig::default(),
         admin_tokens: vec![AdminToken {
             name: LOCAL_ADMIN.to_string(),
-            token: admin_token.to_string(),
+            token: secrets.admin_token.clone(),
         }],
         max_body_bytes: 64 * 1024,
         // A local stack is for development: show which tier answered.
         debug_headers: true,
+        shoppers: ShoppersConfig {
+            hs256_secret: Some(Secret::new(secrets.jwt_secret.clone())),
+            es256_public_key: None,
+            guest_cookie_secret: Secret::new(secrets.guest_cookie_secret.clone()),
+        },
+        carts: CartConfig::default(),
+        inventory: InventoryConfig::default(),
+        orders: servers
+            .and_then(|s| s.orders.as_ref())
+            .map(|servers| OrdersConfig {
+                buckets: region.orders.buckets,
+                shards: region
+                    .orders
+                    .shards
+                    .iter()
+                    .filter_map(|shard| {
+                        Some(OrderShardConfig {
+                            name: shard.name.clone(),
+                            url: servers.url(&shard.name)?,
+                            buckets: shard.buckets.clone(),
+                        })
+                    })
+                    .collect(),
+                pool_size: 8,
+            }),
     }
 }
 
@@ -71,16 +97,38 @@ pub struct EdgeAddrs {
     pub tls: Option<TlsConfig>,
 }
 
-/// Secrets and files shared by every edge of a local stack.
+/// Secrets and files shared by every origin and edge of a local stack.
 #[derive(Debug, Clone)]
-pub struct EdgeSecrets {
+pub struct LocalSecrets {
     pub admin_token: String,
     /// Signs shopper tokens (HS256).
     pub jwt_secret: String,
+    /// Signs guest-cart cookies (origins).
+    pub guest_cookie_secret: String,
     /// Signs bot-challenge cookies.
     pub challenge_secret: String,
     /// A MaxMind-format country database, when one is installed.
     pub geo_database: Option<std::path::PathBuf>,
+}
+
+impl LocalSecrets {
+    /// Fresh random secrets around `admin_token` (one set per `up`).
+    pub fn random(admin_token: String, geo_database: Option<std::path::PathBuf>) -> Self {
+        let secret = || {
+            format!(
+                "{:032x}{:032x}",
+                rand::random::<u128>(),
+                rand::random::<u128>()
+            )
+        };
+        LocalSecrets {
+            admin_token,
+            jwt_secret: secret(),
+            guest_cookie_secret: secret(),
+            challenge_secret: secret(),
+            geo_database,
+        }
+    }
 }
 
 /// Where `.ci/install-deps` puts the CC0 country database
@@ -122,7 +170,7 @@ pub fn edge_config(
     origins: &BTreeMap<String, SocketAddr>,
     addrs: EdgeAddrs,
     redis_url: Option<String>,
-    secrets: &EdgeSecrets,
+    secrets: &LocalSecrets,
 ) -> EdgeConfig {
     let upstreams = topology
         .regions()

@@ -18,7 +18,7 @@ use axum::http::{HeaderMap, header};
 use axum::routing::get;
 use meridian_origin::Application;
 use meridian_regions::LocalStack;
-use meridian_regions::local::origin_config;
+use meridian_regions::local::{LocalSecrets, origin_config};
 use meridian_topology::Topology;
 
 /// The same allocator as the `meridian` binary, for the origin and the
@@ -166,7 +166,8 @@ async fn run(seconds: u64, runs: u64) {
     .unwrap();
     let region = topology.home();
     let any_port = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
-    let mut base = origin_config(&stack, region, any_port, "bench-admin-token-0123456789");
+    let secrets = LocalSecrets::random("bench-admin-token-0123456789".into(), None);
+    let mut base = origin_config(&stack, region, any_port, &secrets);
     // Production settings: no debug headers.
     base.debug_headers = false;
 

@@ -206,6 +206,20 @@ pub async fn seed(
         bar.inc(last - first + 1);
         first = last + 1;
     }
+    // Stock for every sellable SKU (a variant, or a product without
+    // variants): 20 to 500 units, fixed per SKU.
+    sqlx::query!(
+        r#"
+        insert into inventory (sku, on_hand)
+        select v.sku, 20 + abs(hashtext(v.sku)) % 481 from product_variants v
+        union all
+        select p.sku, 20 + abs(hashtext(p.sku)) % 481 from products p
+        where not exists (select 1 from product_variants v where v.product_id = p.id)
+        on conflict (sku) do nothing
+        "#
+    )
+    .execute(&mut *tx)
+    .await?;
     sqlx::query!(
         "select setval(pg_get_serial_sequence('products', 'id'), greatest((select max(id) from products), 1))"
     )

@@ -23,7 +23,7 @@ struct VariantRow {
 
 /// A stored currency code that is not ISO 4217 is shown as-is with 2 digits
 /// rather than failing the read.
-fn price_view(minor: i64, currency: &str) -> PriceView {
+pub fn price_view(minor: i64, currency: &str) -> PriceView {
     match CurrencyCode::parse(currency) {
         Ok(code) => Money {
             minor,
@@ -286,4 +286,50 @@ pub async fn invalidations_after(
     .fetch_all(conn.pool())
     .await?;
     Ok(rows.into_iter().map(|r| (r.id, r.keys)).collect())
+}
+
+/// A SKU that can be bought: a variant, or a product without variants,
+/// with its current price.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sellable {
+    pub sku: String,
+    pub product_id: i64,
+    pub name: String,
+    pub price_minor: i64,
+    pub currency: String,
+}
+
+/// The sellable SKUs among `skus` (unknown ones are left out). Takes any
+/// executor: carts read it from a replica, checkout from the primary.
+pub async fn sellables<'e>(
+    executor: impl sqlx::PgExecutor<'e>,
+    skus: &[String],
+) -> Result<Vec<Sellable>, sqlx::Error> {
+    let rows = sqlx::query!(
+        r#"
+        select v.sku as "sku!", p.id as "product_id!", p.name as "name!",
+               coalesce(v.price_minor, p.price_minor) as "price_minor!",
+               p.currency::text as "currency!"
+        from product_variants v join products p on p.id = v.product_id
+        where v.sku = any($1)
+        union all
+        select p.sku, p.id, p.name, p.price_minor, p.currency::text
+        from products p
+        where p.sku = any($1)
+          and not exists (select 1 from product_variants v where v.product_id = p.id)
+        "#,
+        skus
+    )
+    .fetch_all(executor)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| Sellable {
+            sku: r.sku,
+            product_id: r.product_id,
+            name: r.name,
+            price_minor: r.price_minor,
+            currency: r.currency,
+        })
+        .collect())
 }

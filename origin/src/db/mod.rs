@@ -188,7 +188,18 @@ impl DbRouter {
 
     /// The write handle: the primary's writable pool.
     pub fn write(&self) -> WriteDb<'_> {
-        WriteDb { router: self }
+        WriteDb {
+            router: self,
+            purpose: Purpose::Request,
+        }
+    }
+
+    /// The write handle for background work (counted apart from requests).
+    pub fn write_background(&self) -> WriteDb<'_> {
+        WriteDb {
+            router: self,
+            purpose: Purpose::Background,
+        }
     }
 
     pub fn replicas(&self) -> &[Replica] {
@@ -301,6 +312,7 @@ impl ReadDb<'_> {
 /// The write side of [`DbRouter`]: the primary only.
 pub struct WriteDb<'a> {
     router: &'a DbRouter,
+    purpose: Purpose,
 }
 
 impl WriteDb<'_> {
@@ -309,7 +321,7 @@ impl WriteDb<'_> {
             .inner
             .metrics
             .db_queries
-            .with_label_values(&["primary", "primary", "request"])
+            .with_label_values(&["primary", "primary", self.purpose.label()])
             .inc();
         self.router.inner.primary.begin().await
     }

@@ -10,6 +10,7 @@
 //! - [`TopologyError`]: every error names the file, the field and the problem.
 //! - [`invalidation`]: the regional invalidation channel's message format,
 //!   shared by the origins that publish and the edges that purge.
+//! - [`shard_map`]: order sharding (user → bucket by jump hash → shard).
 //! - [`shopper_token`]: the shopper JWT (claims, minting, verification),
 //!   shared by the CLI that mints, the edge that routes and the origin that
 //!   authorises.
@@ -21,6 +22,7 @@
 
 pub mod invalidation;
 pub mod region;
+pub mod shard_map;
 pub mod shopper_token;
 
 use std::collections::{BTreeMap, BTreeSet};

@@ -18,7 +18,7 @@ use nix::sys::signal::Signal;
 use super::{CliError, load_topology, stop_signal};
 use crate::launcher::process::ManagedProcess;
 use crate::launcher::{CATALOG_DATABASE, LocalStack, free_port};
-use crate::local::{EdgeAddrs, EdgeSecrets, GEO_DATABASE, edge_config, origin_config};
+use crate::local::{EdgeAddrs, GEO_DATABASE, LocalSecrets, edge_config, origin_config};
 use crate::stack_file::{DEFAULT_PATH, PostgresEndpoints, PspEndpoint, RegionEndpoints, StackFile};
 
 /// How long an origin may take to answer `/readyz`.
@@ -124,6 +124,9 @@ pub async fn run(args: UpArgs) -> Result<(), CliError> {
         .map_err(|e| CliError::Other(format!("launcher task failed: {e}")))??
     };
     meridian_origin::db::migrate(&stack.primary_url()).await?;
+    for (_, _, url) in stack.order_shard_urls() {
+        meridian_origin::orders::shards::migrate(&url).await?;
+    }
     let seeded =
         meridian_origin::catalog::seed::seed(&stack.primary_url(), args.products, true).await?;
     println!(
@@ -136,6 +139,15 @@ pub async fn run(args: UpArgs) -> Result<(), CliError> {
             .map_err(|e| CliError::Other(format!("launcher task failed: {e}")))??;
 
     let admin_token = args.admin_token.clone().unwrap_or_else(random_token);
+    let geo_database = std::path::absolute(GEO_DATABASE)
+        .ok()
+        .filter(|path| path.is_file());
+    if geo_database.is_none() {
+        println!(
+            "no GeoIP database at {GEO_DATABASE} (run .ci/install-deps); edges locate clients by header only"
+        );
+    }
+    let secrets = LocalSecrets::random(admin_token.clone(), geo_database);
     let exe = std::env::current_exe()
         .map_err(|e| CliError::Other(format!("cannot find the meridian binary: {e}")))?;
     let mut origins = Vec::new();
@@ -144,7 +156,7 @@ pub async fn run(args: UpArgs) -> Result<(), CliError> {
             &region.origin.listen,
             &format!("{}: origin.listen", region.name),
         )?;
-        let config = origin_config(&stack, region, addr, &admin_token);
+        let config = origin_config(&stack, region, addr, &secrets);
         let config_path = base.join(format!("origin-{}.toml", region.name));
         let text = toml::to_string(&config)
             .map_err(|e| CliError::Other(format!("cannot write origin config: {e}")))?;
@@ -180,20 +192,6 @@ pub async fn run(args: UpArgs) -> Result<(), CliError> {
         })
         .collect();
     let (cert, key) = write_local_certificate(&data_dir)?;
-    let geo_database = std::path::absolute(GEO_DATABASE)
-        .ok()
-        .filter(|path| path.is_file());
-    if geo_database.is_none() {
-        println!(
-            "no GeoIP database at {GEO_DATABASE} (run .ci/install-deps); edges locate clients by header only"
-        );
-    }
-    let secrets = EdgeSecrets {
-        admin_token: admin_token.clone(),
-        jwt_secret: random_token() + &random_token(),
-        challenge_secret: random_token() + &random_token(),
-        geo_database,
-    };
     let mut edges = Vec::new();
     for region in topology.regions() {
         let field = |name: &str| format!("{}: edge.{name}", region.name);

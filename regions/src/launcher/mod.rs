@@ -193,6 +193,21 @@ impl LocalStack {
         Ok(())
     }
 
+    /// Every started order shard's connection URL, by region and shard.
+    pub fn order_shard_urls(&self) -> Vec<(String, String, String)> {
+        let mut out = Vec::new();
+        for (region, servers) in &self.regions {
+            if let Some(orders) = &servers.orders {
+                for shard in orders.shards.keys() {
+                    if let Some(url) = orders.url(shard) {
+                        out.push((region.clone(), shard.clone(), url));
+                    }
+                }
+            }
+        }
+        out
+    }
+
     pub fn root(&self) -> &Path {
         &self.root
     }

@@ -1,5 +1,6 @@
-//! A Redis server started from the installed `redis-server`, with no
-//! persistence, on loopback.
+//! A Redis server started from the installed `redis-server`, on loopback,
+//! persisted with an append-only file in its directory (carts and
+//! flash-sale counters survive a restart; no RDB snapshots).
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -105,7 +106,10 @@ fn spawn(
     command
         .arg("--port")
         .arg(port.to_string())
-        .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+        // Carts and flash-sale counters are data: an append-only file
+        // (fsync every second) keeps them across a restart.
+        .args(["--bind", "127.0.0.1", "--save", ""])
+        .args(["--appendonly", "yes", "--appendfsync", "everysec"])
         .args(["--daemonize", "no", "--logfile", ""])
         .arg("--dir")
         .arg(dir);

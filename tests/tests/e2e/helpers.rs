@@ -9,13 +9,26 @@ use std::time::{Duration, Instant};
 use meridian_origin::Application;
 use meridian_origin::config::OriginConfig;
 use meridian_regions::LocalStack;
-use meridian_regions::local::origin_config;
+use meridian_regions::local::{LocalSecrets, origin_config};
 use meridian_topology::Topology;
 use sqlx::Connection;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 pub const TOKEN: &str = "test-admin-token-0123456789";
+/// Signs the test stack's shopper tokens (HS256).
+pub const JWT_SECRET: &str = "test-jwt-secret-0123456789abcdef0123456789";
+
+/// The secrets every test origin and edge uses.
+pub fn secrets() -> LocalSecrets {
+    LocalSecrets {
+        admin_token: TOKEN.to_string(),
+        jwt_secret: JWT_SECRET.to_string(),
+        guest_cookie_secret: "test-guest-cookie-secret-0123456789abcdef".to_string(),
+        challenge_secret: "test-challenge-secret-0123456789abcdef".to_string(),
+        geo_database: None,
+    }
+}
 pub const HOME: &str = "us-east";
 
 pub struct TestStack {
@@ -68,6 +81,35 @@ impl TestStack {
         TestStack { stack, topology }
     }
 
+    /// Starts every region's order-shard databases (as `meridian up` does)
+    /// and migrates them; origins configured afterwards use them. With
+    /// `separate`, every shard gets a PostgreSQL server of its own (so one
+    /// can be stopped); else a region's shards share one.
+    pub async fn start_order_shards(&mut self, separate: bool) {
+        if separate {
+            for name in self
+                .topology
+                .names()
+                .map(str::to_string)
+                .collect::<Vec<_>>()
+            {
+                let mut region = self.topology.region(&name).expect("region").spec.clone();
+                for shard in &mut region.orders.shards {
+                    shard.port = meridian_regions::launcher::free_port().expect("port");
+                }
+                self.topology = self.topology.clone().with_region(region).expect("shards");
+            }
+        }
+        let topology = self.topology.clone();
+        tokio::task::block_in_place(|| self.stack.start_order_shards(&topology))
+            .expect("order shards start");
+        for (_, _, url) in self.stack.order_shard_urls() {
+            meridian_origin::orders::shards::migrate(&url)
+                .await
+                .expect("shard migrations");
+        }
+    }
+
     /// The origin config the local stack would use, on a free port.
     pub fn origin_config(&self, region: &str) -> OriginConfig {
         let region = self.topology.region(region).expect("region");
@@ -75,7 +117,7 @@ impl TestStack {
             &self.stack,
             region,
             SocketAddr::from(([127, 0, 0, 1], 0)),
-            TOKEN,
+            &secrets(),
         );
         config.cache.invalidation_poll = Duration::from_millis(50);
         config
@@ -241,4 +283,71 @@ pub fn metric_sum(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
             all.then(|| value.parse::<f64>().ok()).flatten()
         })
         .sum()
+}
+
+/// A shopper token for `user` of home region `region`, signed with the test
+/// stack's secret.
+pub fn shopper_token(user: &str, region: &str) -> String {
+    meridian_topology::shopper_token::TokenSigner::hs256(JWT_SECRET)
+        .expect("secret")
+        .mint(
+            user,
+            region,
+            Duration::from_secs(3600),
+            std::time::SystemTime::now(),
+        )
+        .expect("token")
+}
+
+impl TestStack {
+    /// `n` sellable SKUs of the seeded catalog with their current unit
+    /// price, in SKU order.
+    pub async fn sellable_skus(&self, n: i64) -> Vec<(String, i64)> {
+        let mut conn = self.primary_conn().await;
+        sqlx::query_as(
+            r#"
+            select i.sku, coalesce(v.price_minor, p.price_minor)
+            from inventory i
+            left join product_variants v on v.sku = i.sku
+            join products p on p.id = coalesce(v.product_id, (select id from products where sku = i.sku))
+            order by i.sku limit $1
+            "#,
+        )
+        .bind(n)
+        .fetch_all(&mut conn)
+        .await
+        .expect("sellable skus")
+    }
+
+    /// A user id whose orders live in shard `shard` of `region`.
+    pub fn user_in_shard(&self, region: &str, shard: &str, prefix: &str) -> String {
+        let region = self.topology.region(region).expect("region");
+        (0..10_000)
+            .map(|i| format!("{prefix}-{i}"))
+            .find(|user| region.shard_for_user(user).is_some_and(|s| s.name == shard))
+            .expect("some user lands in every shard")
+    }
+
+    /// A connection to order shard `shard` of `region`.
+    pub async fn shard_conn(&self, region: &str, shard: &str) -> sqlx::PgConnection {
+        let servers = self.stack.region(region).expect("region");
+        let url = servers
+            .orders
+            .as_ref()
+            .and_then(|o| o.url(shard))
+            .expect("shard started");
+        sqlx::PgConnection::connect(&url)
+            .await
+            .expect("connect to shard")
+    }
+
+    /// `(on_hand, reserved, sold)` of a SKU on the primary.
+    pub async fn stock(&self, sku: &str) -> (i32, i32, i64) {
+        let mut conn = self.primary_conn().await;
+        sqlx::query_as("select on_hand, reserved, sold from inventory where sku = $1")
+            .bind(sku)
+            .fetch_one(&mut conn)
+            .await
+            .expect("stock row")
+    }
 }

@@ -8,6 +8,9 @@
 
 mod bad_input;
 mod cache;
+mod cart;
 mod edge;
 mod helpers;
+mod inventory;
+mod orders;
 mod replicas;

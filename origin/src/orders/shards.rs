@@ -1,0 +1,110 @@
+//! `ShardRouter`: a region's order-shard databases and the map that says
+//! which one holds a user's orders (`meridian_topology::shard_map`: jump
+//! hash of the user id over fixed buckets, buckets to shards). An order id
+//! names its shard, so an order is found without knowing its user.
+//!
+//! Pools connect lazily: a shard that is down fails only the requests of
+//! its own users (503), the other shards serve on.
+
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use meridian_topology::shard_map::ShardMap;
+use sqlx::PgPool;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+
+use super::model::OrderId;
+use crate::config::OrdersConfig;
+use crate::db::DbError;
+use crate::identity::UserId;
+
+/// The embedded migrations of an order shard.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations_orders");
+
+/// Runs the shard migrations on the database at `url`.
+pub async fn migrate(url: &str) -> Result<(), DbError> {
+    let options = PgConnectOptions::from_str(url).map_err(|source| DbError::Url {
+        which: "order shard".into(),
+        source,
+    })?;
+    let pool = PgPoolOptions::new()
+        .max_connections(1)
+        .connect_with(options)
+        .await?;
+    MIGRATOR.run(&pool).await?;
+    pool.close().await;
+    Ok(())
+}
+
+/// One order shard.
+#[derive(Debug)]
+pub struct Shard {
+    pub name: String,
+    pub pool: PgPool,
+}
+
+#[derive(Clone)]
+pub struct ShardRouter(Arc<Inner>);
+
+struct Inner {
+    map: ShardMap,
+    /// In map order (`ShardMap::names`).
+    shards: Vec<Shard>,
+}
+
+impl ShardRouter {
+    pub fn new(
+        config: &OrdersConfig,
+        region: &str,
+        acquire_timeout: Duration,
+    ) -> Result<Self, DbError> {
+        let map = config.shard_map().map_err(|e| DbError::Url {
+            which: "orders".into(),
+            source: sqlx::Error::Configuration(Box::new(e)),
+        })?;
+        let mut shards = Vec::with_capacity(map.names().len());
+        for name in map.names() {
+            let Some(shard) = config.shards.iter().find(|s| &s.name == name) else {
+                continue;
+            };
+            let options = PgConnectOptions::from_str(&shard.url)
+                .map_err(|source| DbError::Url {
+                    which: format!("order shard {name}"),
+                    source,
+                })?
+                .application_name(&format!("meridian-origin-{region}-{name}"));
+            let pool = PgPoolOptions::new()
+                .max_connections(config.pool_size)
+                .acquire_timeout(acquire_timeout)
+                .test_before_acquire(false)
+                .connect_lazy_with(options);
+            shards.push(Shard {
+                name: name.clone(),
+                pool,
+            });
+        }
+        Ok(ShardRouter(Arc::new(Inner { map, shards })))
+    }
+
+    /// The shard holding `user`'s orders.
+    pub fn for_user(&self, user: &UserId) -> &Shard {
+        let name = self.0.map.shard_of_user(user.as_str());
+        self.named(name)
+            // `new` made one shard per name of the map.
+            .unwrap_or_else(|| unreachable!("every shard of the map has a pool"))
+    }
+
+    /// The shard an order id names, if it is one of this region's.
+    pub fn for_order(&self, id: &OrderId) -> Option<&Shard> {
+        self.named(id.shard())
+    }
+
+    pub fn named(&self, name: &str) -> Option<&Shard> {
+        self.0.shards.iter().find(|s| s.name == name)
+    }
+
+    pub fn shards(&self) -> &[Shard] {
+        &self.0.shards
+    }
+}
