@@ -19,6 +19,7 @@ use crate::auth::AdminTokens;
 use crate::cache::{L2, TieredCache};
 use crate::cart::{self, CartContext, CartState, CartStore};
 use crate::catalog::{self, CacheHeaders, CatalogContext, CatalogState};
+use crate::checkout::{self, CheckoutContext, CheckoutState, Saga};
 use crate::config::OriginConfig;
 use crate::db::DbRouter;
 use crate::identity::{IdentityError, ShopperAuth};
@@ -26,6 +27,7 @@ use crate::invalidation::{self, Tailer};
 use crate::inventory::{self, Inventory, InventoryContext, InventoryState};
 use crate::metrics::{self, Metrics};
 use crate::orders::{self, OrdersContext, OrdersState, ShardRouter};
+use crate::payments::Payments;
 use crate::problem;
 
 #[derive(Debug, thiserror::Error)]
@@ -46,6 +48,8 @@ pub enum StartError {
     Config(#[from] crate::config::ConfigError),
     #[error(transparent)]
     Identity(#[from] IdentityError),
+    #[error(transparent)]
+    Payments(#[from] crate::payments::PaymentsError),
     #[error("server: {0}")]
     Serve(#[source] std::io::Error),
 }
@@ -60,6 +64,7 @@ pub struct AppParts {
     pub inventory: InventoryState,
     pub cart: CartState,
     pub orders: OrdersState,
+    pub checkout: CheckoutState,
     pub shoppers: ShopperAuth,
     pub admin: AdminTokens,
     pub metrics: Metrics,
@@ -96,6 +101,12 @@ impl FromRef<AppState> for CartState {
 impl FromRef<AppState> for OrdersState {
     fn from_ref(state: &AppState) -> Self {
         state.0.orders.clone()
+    }
+}
+
+impl FromRef<AppState> for CheckoutState {
+    fn from_ref(state: &AppState) -> Self {
+        state.0.checkout.clone()
     }
 }
 
@@ -183,6 +194,30 @@ impl Application {
             shutdown.clone(),
             &mut tasks,
         );
+        let payments = config
+            .payments
+            .as_ref()
+            .map(|payments| Payments::new(payments, metrics.clone()))
+            .transpose()?;
+        let saga = match (payments, &shards) {
+            (Some(payments), Some(shards)) => {
+                let saga = Saga {
+                    inventory: inventory.clone(),
+                    payments,
+                    reservation_ttl: config.inventory.reservation_ttl,
+                    metrics: metrics.clone(),
+                };
+                tasks.spawn(checkout::recovery::run(
+                    saga.clone(),
+                    shards.clone(),
+                    config.checkout.clone(),
+                    metrics.clone(),
+                    shutdown.clone(),
+                ));
+                Some((saga, shards.clone()))
+            }
+            _ => None,
+        };
         tasks.spawn(inventory::sweeper::run(
             db.clone(),
             metrics.clone(),
@@ -211,6 +246,12 @@ impl Application {
                 problem: "must be a valid header value".into(),
             }
         })?;
+        let cart_state = CartState::new(CartContext {
+            store: carts,
+            auth: shoppers.clone(),
+            db: db.clone(),
+            metrics: metrics.clone(),
+        });
         let state = AppState(Arc::new(AppParts {
             catalog: CatalogState::new(CatalogContext {
                 db: db.clone(),
@@ -224,10 +265,12 @@ impl Application {
                 db: db.clone(),
                 inventory,
             }),
-            cart: CartState::new(CartContext {
-                store: carts,
-                auth: shoppers.clone(),
+            cart: cart_state.clone(),
+            checkout: CheckoutState::new(CheckoutContext {
+                saga,
+                cart: cart_state,
                 db: db.clone(),
+                config: config.checkout.clone(),
                 metrics: metrics.clone(),
             }),
             orders: OrdersState::new(OrdersContext { shards }),
@@ -291,6 +334,7 @@ pub fn routes(state: AppState, max_body_bytes: usize) -> Router {
         .merge(inventory::router(max_body_bytes))
         .merge(cart::router(max_body_bytes))
         .merge(orders::router())
+        .merge(checkout::router(max_body_bytes))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))

@@ -43,6 +43,72 @@ pub struct OriginConfig {
     /// checkout answer 503.
     #[serde(default)]
     pub orders: Option<OrdersConfig>,
+    /// The payment providers. Without them, checkout answers 503.
+    #[serde(default)]
+    pub payments: Option<PaymentsConfig>,
+    #[serde(default)]
+    pub checkout: CheckoutConfig,
+}
+
+/// Payment providers, in order of preference: the next one is used while
+/// the one before it has its circuit breaker open.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PaymentsConfig {
+    pub providers: Vec<PspConfig>,
+    /// Longest one PSP request may take; past it, the outcome is unknown
+    /// and is looked up by idempotency key.
+    #[serde(with = "humantime_serde", default = "defaults::psp_timeout")]
+    pub request_timeout: Duration,
+    /// Retries of a request the PSP refused without doing anything
+    /// (exponential backoff with jitter).
+    #[serde(default = "defaults::psp_retries")]
+    pub retries: usize,
+    /// First retry delay; doubles per retry.
+    #[serde(with = "humantime_serde", default = "defaults::psp_backoff")]
+    pub backoff: Duration,
+    /// Consecutive failures that open a provider's circuit breaker.
+    #[serde(default = "defaults::breaker_failures")]
+    pub breaker_failures: u32,
+    /// How long an open breaker refuses calls before letting one through.
+    #[serde(with = "humantime_serde", default = "defaults::breaker_open_for")]
+    pub breaker_open_for: Duration,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PspConfig {
+    /// Names the provider in orders, metrics and logs (`primary`).
+    pub name: String,
+    /// Base URL of its API.
+    pub url: String,
+}
+
+/// The checkout saga.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckoutConfig {
+    /// How long a repeated request waits for the first one with the same
+    /// Idempotency-Key before answering 409.
+    #[serde(with = "humantime_serde", default = "defaults::duplicate_wait")]
+    pub duplicate_wait: Duration,
+    /// An unfinished order untouched this long is taken over by the
+    /// recovery worker (resumed or compensated).
+    #[serde(with = "humantime_serde", default = "defaults::recover_after")]
+    pub recover_after: Duration,
+    /// How often the recovery worker looks.
+    #[serde(with = "humantime_serde", default = "defaults::recovery_interval")]
+    pub recovery_interval: Duration,
+}
+
+impl Default for CheckoutConfig {
+    fn default() -> Self {
+        CheckoutConfig {
+            duplicate_wait: defaults::duplicate_wait(),
+            recover_after: defaults::recover_after(),
+            recovery_interval: defaults::recovery_interval(),
+        }
+    }
 }
 
 /// Order shards: `user → bucket` by jump hash over `buckets`, `bucket →
@@ -323,6 +389,30 @@ mod defaults {
     pub fn shard_pool_size() -> u32 {
         16
     }
+    pub fn psp_timeout() -> Duration {
+        Duration::from_secs(2)
+    }
+    pub fn psp_retries() -> usize {
+        2
+    }
+    pub fn psp_backoff() -> Duration {
+        Duration::from_millis(20)
+    }
+    pub fn breaker_failures() -> u32 {
+        5
+    }
+    pub fn breaker_open_for() -> Duration {
+        Duration::from_secs(5)
+    }
+    pub fn duplicate_wait() -> Duration {
+        Duration::from_secs(10)
+    }
+    pub fn recover_after() -> Duration {
+        Duration::from_secs(30)
+    }
+    pub fn recovery_interval() -> Duration {
+        Duration::from_secs(1)
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -474,6 +564,41 @@ impl OriginConfig {
             if orders.pool_size == 0 {
                 return invalid("orders.pool_size", "must be at least 1");
             }
+        }
+        if let Some(payments) = &self.payments {
+            if payments.providers.is_empty() {
+                return invalid("payments.providers", "at least one provider is needed");
+            }
+            for (i, provider) in payments.providers.iter().enumerate() {
+                if provider.name.is_empty()
+                    || payments.providers[..i]
+                        .iter()
+                        .any(|p| p.name == provider.name)
+                {
+                    return invalid(
+                        "payments.providers.name",
+                        "names must be unique and non-empty",
+                    );
+                }
+                if !provider.url.starts_with("http://") && !provider.url.starts_with("https://") {
+                    return invalid("payments.providers.url", "must be an http(s):// URL");
+                }
+            }
+            if payments.request_timeout.is_zero() {
+                return invalid("payments.request_timeout", "must be greater than zero");
+            }
+            if payments.breaker_failures == 0 {
+                return invalid("payments.breaker_failures", "must be at least 1");
+            }
+            if payments.retries > 10 {
+                return invalid("payments.retries", "must be at most 10");
+            }
+        }
+        if self.checkout.recover_after < Duration::from_millis(100) {
+            return invalid("checkout.recover_after", "must be at least 100ms");
+        }
+        if self.checkout.recovery_interval.is_zero() {
+            return invalid("checkout.recovery_interval", "must be greater than zero");
         }
         Ok(())
     }

@@ -8,6 +8,9 @@
 //! - [`inventory`]: stock and time-limited reservations on the primary.
 //! - [`cart`]: carts in the home region's Redis.
 //! - [`orders`]: orders in the user's shard (`ShardRouter`).
+//! - [`payments`]: the payment providers behind breakers, retries and
+//!   fallback.
+//! - [`checkout`]: the checkout saga, its idempotency and its recovery.
 //! - [`identity`]: shopper tokens and signed guest-cart cookies.
 //! - [`cache`]: the tiered cache — L1 moka, L2 Redis — with single-flight.
 //! - [`db`]: `DbRouter` (reads to replicas, writes to the primary), replica
@@ -26,6 +29,7 @@ pub mod auth;
 pub mod cache;
 pub mod cart;
 pub mod catalog;
+pub mod checkout;
 pub mod config;
 pub mod db;
 pub mod identity;
@@ -33,6 +37,7 @@ pub mod invalidation;
 pub mod inventory;
 pub mod metrics;
 pub mod orders;
+pub mod payments;
 pub mod problem;
 
 pub use app::Application;

@@ -50,6 +50,13 @@ pub struct MetricFamilies {
     pub reservations: IntCounterVec,
     pub reservation_batch_size: Histogram,
     pub cart_operations: IntCounterVec,
+    pub psp_requests: IntCounterVec,
+    pub psp_duration: HistogramVec,
+    pub psp_breaker_open: IntGaugeVec,
+    pub psp_fallbacks: IntCounterVec,
+    pub checkouts: IntCounterVec,
+    pub checkout_duration: Histogram,
+    pub saga_recoveries: IntCounterVec,
 }
 
 impl Metrics {
@@ -139,6 +146,70 @@ impl Metrics {
             ),
             &["operation", "result"],
         )?;
+        let psp_requests = IntCounterVec::new(
+            Opts::new(
+                "meridian_psp_requests_total",
+                "Payment-provider requests by provider, operation and result \
+                 (ok, refused, unknown, rejected, breaker_open)",
+            ),
+            &["psp", "operation", "result"],
+        )?;
+        let psp_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "meridian_psp_request_duration_seconds",
+                "Payment-provider request latency",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+            &["psp", "operation"],
+        )?;
+        let psp_breaker_open = IntGaugeVec::new(
+            Opts::new(
+                "meridian_psp_breaker_open",
+                "1 while a payment provider's circuit breaker is open",
+            ),
+            &["psp"],
+        )?;
+        let psp_fallbacks = IntCounterVec::new(
+            Opts::new(
+                "meridian_psp_fallbacks_total",
+                "Authorizations moved past a provider that could not take them",
+            ),
+            &["psp"],
+        )?;
+        let checkouts = IntCounterVec::new(
+            Opts::new(
+                "meridian_checkouts_total",
+                "Checkouts by outcome (captured, confirmed, declined, out_of_stock, \
+                 price_changed, payment_unavailable, replayed, error)",
+            ),
+            &["outcome"],
+        )?;
+        let checkout_duration = Histogram::with_opts(
+            HistogramOpts::new(
+                "meridian_checkout_duration_seconds",
+                "Time to run one checkout saga to its answer",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+        )?;
+        let saga_recoveries = IntCounterVec::new(
+            Opts::new(
+                "meridian_checkout_recoveries_total",
+                "Unfinished checkouts taken over by the recovery worker, by how they ended \
+                 (resumed, compensated, retry)",
+            ),
+            &["result"],
+        )?;
+        for metric in [
+            Box::new(psp_requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(psp_duration.clone()),
+            Box::new(psp_breaker_open.clone()),
+            Box::new(psp_fallbacks.clone()),
+            Box::new(checkouts.clone()),
+            Box::new(checkout_duration.clone()),
+            Box::new(saga_recoveries.clone()),
+        ] {
+            registry.register(metric)?;
+        }
         registry.register(Box::new(reservations.clone()))?;
         registry.register(Box::new(reservation_batch_size.clone()))?;
         registry.register(Box::new(cart_operations.clone()))?;
@@ -163,6 +234,13 @@ impl Metrics {
             reservations,
             reservation_batch_size,
             cart_operations,
+            psp_requests,
+            psp_duration,
+            psp_breaker_open,
+            psp_fallbacks,
+            checkouts,
+            checkout_duration,
+            saga_recoveries,
         })))
     }
 

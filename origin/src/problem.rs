@@ -44,6 +44,9 @@ pub enum ApiError {
     MethodNotAllowed,
     #[error("{0}")]
     Unavailable(String),
+    /// A problem with its own type and extension members (RFC 9457 §3.2).
+    #[error("{}", .0.detail)]
+    Detailed(Box<DetailedProblem>),
     #[error("internal error")]
     Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
@@ -67,6 +70,7 @@ impl ApiError {
             ApiError::Misdirected(_) => StatusCode::MISDIRECTED_REQUEST,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Detailed(problem) => problem.status,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -86,7 +90,58 @@ impl ApiError {
             ApiError::Misdirected(_) => "wrong-region",
             ApiError::MethodNotAllowed => "method-not-allowed",
             ApiError::Unavailable(_) => "unavailable",
+            ApiError::Detailed(problem) => problem.slug,
             ApiError::Internal(_) => "internal",
+        }
+    }
+}
+
+/// A problem of its own type, with extension members.
+#[derive(Debug)]
+pub struct DetailedProblem {
+    pub status: StatusCode,
+    /// The problem type slug (`price-changed`).
+    pub slug: &'static str,
+    pub detail: String,
+    pub extensions: serde_json::Map<String, serde_json::Value>,
+}
+
+impl ApiError {
+    pub fn detailed(
+        status: StatusCode,
+        slug: &'static str,
+        detail: impl Into<String>,
+        extensions: serde_json::Map<String, serde_json::Value>,
+    ) -> Self {
+        ApiError::Detailed(Box::new(DetailedProblem {
+            status,
+            slug,
+            detail: detail.into(),
+            extensions,
+        }))
+    }
+
+    /// The RFC 9457 body of this error (internal causes are logged here
+    /// and never shown).
+    pub fn problem(&self) -> Problem {
+        let status = self.status();
+        let detail = match self {
+            ApiError::Internal(source) => {
+                tracing::error!(error = %source, "internal error");
+                "the server could not complete the request".to_string()
+            }
+            other => other.to_string(),
+        };
+        let extensions = match self {
+            ApiError::Detailed(problem) => problem.extensions.clone(),
+            _ => serde_json::Map::new(),
+        };
+        Problem {
+            kind: format!("https://meridian.dev/problems/{}", self.slug()),
+            title: status.canonical_reason().unwrap_or("Error").to_string(),
+            status: status.as_u16(),
+            detail,
+            extensions,
         }
     }
 }
@@ -99,25 +154,14 @@ pub struct Problem {
     pub title: String,
     pub status: u16,
     pub detail: String,
+    #[serde(flatten)]
+    pub extensions: serde_json::Map<String, serde_json::Value>,
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
-        let detail = match &self {
-            ApiError::Internal(source) => {
-                tracing::error!(error = %source, "internal error");
-                "the server could not complete the request".to_string()
-            }
-            other => other.to_string(),
-        };
-        let problem = Problem {
-            kind: format!("https://meridian.dev/problems/{}", self.slug()),
-            title: status.canonical_reason().unwrap_or("Error").to_string(),
-            status: status.as_u16(),
-            detail,
-        };
-        let body = serde_json::to_vec(&problem).unwrap_or_default();
+        let body = serde_json::to_vec(&self.problem()).unwrap_or_default();
         let mut response = (status, body).into_response();
         let headers = response.headers_mut();
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
@@ -134,7 +178,7 @@ impl IntoResponse for ApiError {
                 HeaderValue::from_static("Bearer realm=\"meridian\""),
             );
         }
-        if matches!(self, ApiError::Unavailable(_)) {
+        if status == StatusCode::SERVICE_UNAVAILABLE {
             headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
         response

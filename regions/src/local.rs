@@ -11,8 +11,9 @@ use meridian_edge::config::{
 };
 
 use meridian_origin::config::{
-    AdminToken, CacheConfig, CartConfig, DatabaseConfig, InventoryConfig, OrderShardConfig,
-    OrdersConfig, OriginConfig, ReplicaConfig, Secret, ShoppersConfig,
+    AdminToken, CacheConfig, CartConfig, CheckoutConfig, DatabaseConfig, InventoryConfig,
+    OrderShardConfig, OrdersConfig, OriginConfig, PaymentsConfig, PspConfig, ReplicaConfig, Secret,
+    ShoppersConfig,
 };
 use meridian_topology::{Region, Topology};
 
@@ -22,12 +23,14 @@ use crate::launcher::{CATALOG_DATABASE, LocalStack};
 pub const LOCAL_ADMIN: &str = "local-admin";
 
 /// An origin config for `region`, listening on `listen`, using the stack's
-/// primary and the region's replicas and Redis.
+/// primary, the region's replicas, Redis and order shards, and the payment
+/// providers `psps` (in order of preference).
 pub fn origin_config(
     stack: &LocalStack,
     region: &Region,
     listen: SocketAddr,
     secrets: &LocalSecrets,
+    psps: &[PspConfig],
 ) -> OriginConfig {
     let servers = stack.region(&region.name);
     let replicas = servers
@@ -86,6 +89,15 @@ pub fn origin_config(
                     .collect(),
                 pool_size: 8,
             }),
+        payments: (!psps.is_empty()).then(|| PaymentsConfig {
+            providers: psps.to_vec(),
+            request_timeout: std::time::Duration::from_secs(2),
+            retries: 2,
+            backoff: std::time::Duration::from_millis(20),
+            breaker_failures: 5,
+            breaker_open_for: std::time::Duration::from_secs(5),
+        }),
+        checkout: CheckoutConfig::default(),
     }
 }
 

@@ -67,7 +67,7 @@ pub struct CartItemView {
     pub price_changed: bool,
 }
 
-fn redis_error(state: &CartState, operation: &str, error: CartStoreError) -> ApiError {
+pub(crate) fn redis_error(state: &CartState, operation: &str, error: CartStoreError) -> ApiError {
     tracing::warn!(%error, operation, "cart store failed");
     state
         .metrics
@@ -77,7 +77,7 @@ fn redis_error(state: &CartState, operation: &str, error: CartStoreError) -> Api
     ApiError::Unavailable("the cart store is unreachable; retry shortly".into())
 }
 
-fn store(state: &CartState) -> Result<&CartStore, ApiError> {
+pub(crate) fn store(state: &CartState) -> Result<&CartStore, ApiError> {
     state
         .store
         .as_ref()

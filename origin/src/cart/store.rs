@@ -34,6 +34,7 @@ if ARGV[7] == 'set' then
 else
   new = current + tonumber(ARGV[2])
 end
+if new == 0 then return 0 end
 if new > tonumber(ARGV[4]) then return -1 end
 if current == 0 and redis.call('HLEN', KEYS[1]) / 2 >= tonumber(ARGV[5]) then return -2 end
 if ARGV[7] == 'set' then
@@ -201,6 +202,20 @@ impl CartStore {
     ) -> Result<Change, CartStoreError> {
         let price = format!("{}:{}", price.0, price.1);
         self.add_or_set(cart, sku, quantity, &price, "add").await
+    }
+
+    /// Records the price the shopper has now been shown for a line already
+    /// in the cart (after checkout found it changed).
+    pub async fn reprice(
+        &self,
+        cart: &CartKey,
+        sku: &str,
+        price: (i64, &str),
+    ) -> Result<(), CartStoreError> {
+        let price = format!("{}:{}", price.0, price.1);
+        self.add_or_set(cart, sku, 0, &price, "add")
+            .await
+            .map(|_| ())
     }
 
     /// Sets the quantity of a line already in the cart.

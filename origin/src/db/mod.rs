@@ -174,6 +174,7 @@ impl DbRouter {
             router: self,
             min_lsn: lsn,
             purpose: Purpose::Request,
+            primary_only: false,
         }
     }
 
@@ -183,6 +184,18 @@ impl DbRouter {
             router: self,
             min_lsn: None,
             purpose: Purpose::Background,
+            primary_only: false,
+        }
+    }
+
+    /// A read handle on the primary only (read-only sessions), for reads
+    /// that must see the latest commit — checkout's prices.
+    pub fn read_primary(&self) -> ReadDb<'_> {
+        ReadDb {
+            router: self,
+            min_lsn: None,
+            purpose: Purpose::Request,
+            primary_only: true,
         }
     }
 
@@ -251,6 +264,7 @@ pub struct ReadDb<'a> {
     router: &'a DbRouter,
     min_lsn: Option<Lsn>,
     purpose: Purpose,
+    primary_only: bool,
 }
 
 impl ReadDb<'_> {
@@ -264,7 +278,11 @@ impl ReadDb<'_> {
         Fut: Future<Output = Result<T, sqlx::Error>>,
     {
         let inner = &self.router.inner;
-        let count = inner.replicas.len();
+        let count = if self.primary_only {
+            0
+        } else {
+            inner.replicas.len()
+        };
         let start = if count > 0 {
             inner.next.fetch_add(1, Ordering::Relaxed) % count
         } else {

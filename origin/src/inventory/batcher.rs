@@ -60,6 +60,7 @@ pub enum Finish {
 #[derive(Clone)]
 pub struct Inventory {
     queue: mpsc::Sender<Job>,
+    db: DbRouter,
 }
 
 impl Inventory {
@@ -82,7 +83,13 @@ impl Inventory {
             };
             tasks.spawn(worker.run(shutdown.clone()));
         }
-        Inventory { queue }
+        Inventory { queue, db }
+    }
+
+    /// The reservation taken by `owner`, if any (read on the primary).
+    pub async fn find_by_owner(&self, owner: &str) -> Result<Option<Reservation>, InventoryError> {
+        let found = reservations_by_owner(&self.db, &[owner.to_string()]).await?;
+        Ok(found.into_iter().next())
     }
 
     /// Holds every line of `request` for its TTL, or nothing. A request

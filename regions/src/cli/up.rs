@@ -20,6 +20,7 @@ use crate::launcher::process::ManagedProcess;
 use crate::launcher::{CATALOG_DATABASE, LocalStack, free_port};
 use crate::local::{EdgeAddrs, GEO_DATABASE, LocalSecrets, edge_config, origin_config};
 use crate::stack_file::{DEFAULT_PATH, PostgresEndpoints, PspEndpoint, RegionEndpoints, StackFile};
+use meridian_origin::config::PspConfig;
 
 /// How long an origin may take to answer `/readyz`.
 const ORIGIN_READY_TIMEOUT: Duration = Duration::from_secs(60);
@@ -150,13 +151,25 @@ pub async fn run(args: UpArgs) -> Result<(), CliError> {
     let secrets = LocalSecrets::random(admin_token.clone(), geo_database);
     let exe = std::env::current_exe()
         .map_err(|e| CliError::Other(format!("cannot find the meridian binary: {e}")))?;
+    // The payment simulators first: origins are configured with them.
+    let mut psps = Vec::new();
+    for name in PSP_NAMES {
+        psps.push(start_psp(&exe, name, &data_dir).await?);
+    }
+    let psp_configs: Vec<PspConfig> = psps
+        .iter()
+        .map(|p| PspConfig {
+            name: p.region.clone(),
+            url: p.url.clone(),
+        })
+        .collect();
     let mut origins = Vec::new();
     for region in topology.regions() {
         let addr = resolve(
             &region.origin.listen,
             &format!("{}: origin.listen", region.name),
         )?;
-        let config = origin_config(&stack, region, addr, &secrets);
+        let config = origin_config(&stack, region, addr, &secrets, &psp_configs);
         let config_path = base.join(format!("origin-{}.toml", region.name));
         let text = toml::to_string(&config)
             .map_err(|e| CliError::Other(format!("cannot write origin config: {e}")))?;
@@ -245,11 +258,6 @@ pub async fn run(args: UpArgs) -> Result<(), CliError> {
     }
     for edge in &mut edges {
         wait_ready(&mut edge.service, "edge").await?;
-    }
-
-    let mut psps = Vec::new();
-    for name in PSP_NAMES {
-        psps.push(start_psp(&exe, name, &data_dir).await?);
     }
 
     let mut stack_file = describe(&stack, &topology, &origins, &edges, &admin_token, &data_dir);

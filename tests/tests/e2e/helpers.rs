@@ -34,6 +34,9 @@ pub const HOME: &str = "us-east";
 pub struct TestStack {
     pub stack: LocalStack,
     pub topology: Topology,
+    /// Payment simulators started with [`TestStack::start_psps`].
+    pub psps: Vec<meridian_origin::config::PspConfig>,
+    pub psp_processes: Vec<PspProcess>,
 }
 
 impl TestStack {
@@ -78,7 +81,12 @@ impl TestStack {
         })
         .await
         .expect("catch-up task");
-        TestStack { stack, topology }
+        TestStack {
+            stack,
+            topology,
+            psps: Vec::new(),
+            psp_processes: Vec::new(),
+        }
     }
 
     /// Starts every region's order-shard databases (as `meridian up` does)
@@ -118,6 +126,7 @@ impl TestStack {
             region,
             SocketAddr::from(([127, 0, 0, 1], 0)),
             &secrets(),
+            &self.psps,
         );
         config.cache.invalidation_poll = Duration::from_millis(50);
         config
@@ -349,5 +358,117 @@ impl TestStack {
             .fetch_one(&mut conn)
             .await
             .expect("stock row")
+    }
+}
+
+/// The `meridian` binary of this build (next to the test binary's `deps/`
+/// directory; `cargo nextest run --workspace` builds it).
+pub fn meridian_bin() -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    let dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("target directory");
+    let bin = dir.join("meridian");
+    assert!(
+        bin.is_file(),
+        "{} is missing: build it first (cargo build -p meridian-regions --bin meridian)",
+        bin.display()
+    );
+    bin
+}
+
+/// A payment-provider simulator running as its own process.
+pub struct PspProcess {
+    pub name: String,
+    pub url: String,
+    process: meridian_regions::launcher::process::ManagedProcess,
+    client: reqwest::Client,
+}
+
+impl PspProcess {
+    pub async fn start(name: &str, dir: &std::path::Path) -> PspProcess {
+        let port = meridian_regions::launcher::free_port().expect("port");
+        let mut command = std::process::Command::new(meridian_bin());
+        command
+            .args(["psp", "--name", name, "--listen"])
+            .arg(format!("127.0.0.1:{port}"));
+        let process = meridian_regions::launcher::process::ManagedProcess::spawn(
+            &format!("psp-{name}"),
+            command,
+            &dir.join(format!("psp-{name}.log")),
+            nix::sys::signal::Signal::SIGTERM,
+        )
+        .expect("psp starts");
+        let psp = PspProcess {
+            name: name.to_string(),
+            url: format!("http://127.0.0.1:{port}"),
+            process,
+            client: reqwest::Client::new(),
+        };
+        eventually("the PSP answers", Duration::from_secs(10), || async {
+            psp.client
+                .get(format!("{}/healthz", psp.url))
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success())
+        })
+        .await;
+        psp
+    }
+
+    /// Sets the simulator's injected faults (`PUT /v1/faults`).
+    pub async fn faults(&self, faults: serde_json::Value) {
+        let response = self
+            .client
+            .put(format!("{}/v1/faults", self.url))
+            .json(&faults)
+            .send()
+            .await
+            .expect("faults");
+        assert_eq!(response.status(), 200);
+    }
+
+    /// Every payment intent the simulator holds.
+    pub async fn ledger(&self) -> Vec<serde_json::Value> {
+        let body: serde_json::Value = self
+            .client
+            .get(format!("{}/v1/ledger", self.url))
+            .send()
+            .await
+            .expect("ledger")
+            .json()
+            .await
+            .expect("ledger json");
+        body["payment_intents"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    pub fn stop(&mut self) {
+        self.process.stop();
+    }
+}
+
+impl TestStack {
+    /// Starts the `primary` and `fallback` payment simulators; origins
+    /// configured afterwards use them.
+    pub async fn start_psps(&mut self) {
+        for name in ["primary", "fallback"] {
+            let psp = PspProcess::start(name, self.stack.root()).await;
+            self.psps.push(meridian_origin::config::PspConfig {
+                name: psp.name.clone(),
+                url: psp.url.clone(),
+            });
+            self.psp_processes.push(psp);
+        }
+    }
+
+    pub fn psp(&self, name: &str) -> &PspProcess {
+        self.psp_processes
+            .iter()
+            .find(|p| p.name == name)
+            .expect("psp started")
     }
 }

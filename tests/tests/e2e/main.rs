@@ -9,6 +9,7 @@
 mod bad_input;
 mod cache;
 mod cart;
+mod checkout;
 mod edge;
 mod helpers;
 mod inventory;

@@ -1,0 +1,637 @@
+//! The checkout saga. Steps, each persisted or idempotent, each
+//! compensated on failure:
+//!
+//! 1. the order row, `pending` (the Idempotency-Key's claim: written
+//!    before anything outside the shard happens);
+//! 2. reserve the stock (owner = the order id, so a retry replays);
+//! 3. authorize the payment (idempotency key `<order>:authorize` on every
+//!    provider) — persisted as `reserved → authorized` with the provider
+//!    and intent;
+//! 4. commit the reservation (the units are sold) and capture the payment
+//!    (`<order>:capture`) — persisted as `authorized → confirmed →
+//!    captured`, or `→ confirmed` when the capture has to wait.
+//!
+//! Failures compensate: out of stock cancels; a decline releases the stock
+//! (`payment_failed`); a hold that lapsed and whose stock is gone voids the
+//! authorization (`cancelled`). An outcome that cannot be known now (every
+//! provider unreachable after an unknown answer) leaves the order
+//! unsettled; [`Saga::recover`] — run by the recovery worker for orders
+//! untouched for a while, e.g. after a crash — resumes or compensates from
+//! whatever was persisted, asking the providers by idempotency key.
+//!
+//! Crash points (`fail` crate, only with the `failpoints` feature) let the
+//! tests kill the process between steps.
+
+use std::time::Duration;
+
+use axum::http::StatusCode;
+use serde_json::{Value, json};
+
+use super::store::{self, Patch, SagaOrder};
+use crate::inventory::{Inventory, InventoryError, Line, ReservationState, ReserveRequest};
+use crate::metrics::Metrics;
+use crate::orders::model::{Order, OrderId, OrderState};
+use crate::orders::shards::Shard;
+use crate::payments::{Authorization, Charge, IntentStatus, Payments};
+use crate::problem::ApiError;
+
+/// Aborts the process here when the failpoint `name` is set to `return`
+/// (tests of crash recovery); a no-op in normal builds.
+#[cfg_attr(not(feature = "failpoints"), allow(unused_variables))]
+fn crash_point(name: &str) {
+    fail::fail_point!(name, |_| {
+        tracing::error!(failpoint = name, "crash point reached: aborting");
+        std::process::abort()
+    });
+}
+
+/// Where a saga run ended.
+#[derive(Debug)]
+pub enum Progress {
+    /// Settled (for the shopper): the answer is stored with the order and
+    /// replayed for the same Idempotency-Key.
+    Settled { status: StatusCode, body: Value },
+    /// Not settled yet; the recovery worker will finish it. The answer is
+    /// not stored.
+    Pending(ApiError),
+}
+
+/// Everything the saga talks to.
+#[derive(Clone)]
+pub struct Saga {
+    pub inventory: Inventory,
+    pub payments: Payments,
+    pub reservation_ttl: Duration,
+    pub metrics: Metrics,
+}
+
+fn authorize_key(order: &OrderId) -> String {
+    format!("{order}:authorize")
+}
+
+fn capture_key(order: &OrderId) -> String {
+    format!("{order}:capture")
+}
+
+fn void_key(order: &OrderId) -> String {
+    format!("{order}:void")
+}
+
+fn problem(
+    status: StatusCode,
+    slug: &'static str,
+    detail: String,
+    order: &OrderId,
+) -> (StatusCode, Value) {
+    let mut extensions = serde_json::Map::new();
+    extensions.insert("order_id".into(), json!(order.as_str()));
+    let error = ApiError::detailed(status, slug, detail, extensions);
+    (
+        status,
+        serde_json::to_value(error.problem()).unwrap_or(Value::Null),
+    )
+}
+
+fn unavailable(detail: &str) -> ApiError {
+    ApiError::Unavailable(detail.to_string())
+}
+
+impl Saga {
+    /// Runs a new order (just inserted as `pending`) as far as it goes.
+    pub async fn place(
+        &self,
+        shard: &Shard,
+        order: SagaOrder,
+        payment_method: Option<&str>,
+    ) -> Progress {
+        crash_point("checkout::pending");
+        let lines: Vec<Line> = order
+            .lines
+            .iter()
+            .map(|l| Line {
+                sku: l.sku.clone(),
+                quantity: i32::try_from(l.quantity).unwrap_or(i32::MAX),
+            })
+            .collect();
+        let request = match ReserveRequest::new(order.id.as_str(), lines, self.reservation_ttl) {
+            Ok(request) => request,
+            Err(error) => {
+                let (status, body) = problem(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "validation-failed",
+                    error.to_string(),
+                    &order.id,
+                );
+                return self
+                    .settle(
+                        shard,
+                        &order,
+                        OrderState::Pending,
+                        &[OrderState::Cancelled],
+                        status,
+                        body,
+                        Some(error.to_string()),
+                    )
+                    .await;
+            }
+        };
+        let reservation = match self.inventory.reserve(request).await {
+            Ok(reservation) if reservation.state == ReservationState::Held => reservation,
+            Ok(reservation) => {
+                // Our own reservation, already finished: another run of
+                // this order got further; leave it to that one.
+                tracing::warn!(order = %order.id, state = ?reservation.state, "reservation already finished");
+                return Progress::Pending(unavailable(
+                    "this checkout is being completed; retry shortly",
+                ));
+            }
+            Err(InventoryError::Insufficient {
+                sku,
+                available,
+                wanted,
+            }) => {
+                let (status, mut body) = problem(
+                    StatusCode::CONFLICT,
+                    "out-of-stock",
+                    format!("not enough stock of {sku}: {available} available, {wanted} wanted"),
+                    &order.id,
+                );
+                body["sku"] = json!(sku);
+                body["available"] = json!(available);
+                self.metrics
+                    .checkouts
+                    .with_label_values(&["out_of_stock"])
+                    .inc();
+                return self
+                    .settle(
+                        shard,
+                        &order,
+                        OrderState::Pending,
+                        &[OrderState::Cancelled],
+                        status,
+                        body,
+                        Some(format!("out of stock: {sku}")),
+                    )
+                    .await;
+            }
+            Err(error) => {
+                tracing::warn!(order = %order.id, %error, "reservation failed");
+                return Progress::Pending(unavailable("inventory is unavailable; retry shortly"));
+            }
+        };
+        crash_point("checkout::reserved");
+        let key = authorize_key(&order.id);
+        let authorization = self
+            .payments
+            .authorize(Charge {
+                key: &key,
+                order_id: order.id.as_str(),
+                amount_minor: order.total_minor,
+                currency: &order.currency,
+                payment_method,
+            })
+            .await;
+        crash_point("checkout::authorized");
+        self.after_authorization(
+            shard,
+            order,
+            OrderState::Pending,
+            reservation.id,
+            authorization,
+        )
+        .await
+    }
+
+    /// Persists what the providers said and carries on from there.
+    async fn after_authorization(
+        &self,
+        shard: &Shard,
+        mut order: SagaOrder,
+        from: OrderState,
+        reservation_id: i64,
+        authorization: Authorization,
+    ) -> Progress {
+        // From pending the order passes through `reserved`.
+        let via: &[OrderState] = if from == OrderState::Pending {
+            &[OrderState::Reserved]
+        } else {
+            &[]
+        };
+        match authorization {
+            Authorization::Authorized {
+                psp,
+                intent,
+                unknown,
+            } => {
+                let path: Vec<OrderState> = via
+                    .iter()
+                    .copied()
+                    .chain([OrderState::Authorized])
+                    .collect();
+                let patch = Patch {
+                    reservation_id: Some(reservation_id),
+                    psp: Some(psp.clone()),
+                    payment_intent: Some(intent.id.clone()),
+                    unknown_psps: Some(unknown.clone()),
+                    ..Patch::default()
+                };
+                match store::advance(&shard.pool, &order.id, from, &path, &patch).await {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        return Progress::Pending(unavailable(
+                            "this checkout is being completed; retry shortly",
+                        ));
+                    }
+                    Err(error) => {
+                        tracing::warn!(order = %order.id, %error, "could not record the authorization");
+                        return Progress::Pending(unavailable(
+                            "the order database is unavailable; retry shortly",
+                        ));
+                    }
+                }
+                crash_point("checkout::authorization_saved");
+                order.state = OrderState::Authorized;
+                order.reservation_id = Some(reservation_id);
+                order.psp = Some(psp);
+                order.payment_intent = Some(intent.id);
+                order.unknown_psps = unknown;
+                self.finish(shard, order).await
+            }
+            Authorization::Declined { psp, unknown, .. } => {
+                let _ = self.inventory.release(reservation_id).await;
+                let (status, body) = problem(
+                    StatusCode::PAYMENT_REQUIRED,
+                    "payment-declined",
+                    "the payment was declined; nothing was charged".into(),
+                    &order.id,
+                );
+                self.metrics
+                    .checkouts
+                    .with_label_values(&["declined"])
+                    .inc();
+                let path: Vec<OrderState> = via
+                    .iter()
+                    .copied()
+                    .chain([OrderState::PaymentFailed])
+                    .collect();
+                let patch = Patch {
+                    reservation_id: Some(reservation_id),
+                    psp: Some(psp),
+                    unknown_psps: Some(unknown),
+                    failure_reason: Some("declined".into()),
+                    response: Some((status.as_u16(), body.clone())),
+                    ..Patch::default()
+                };
+                self.advance_settled(shard, &order, from, &path, patch, status, body)
+                    .await
+            }
+            Authorization::Unavailable { unknown } if unknown.is_empty() => {
+                // Nobody did anything: give the stock back and say so.
+                let _ = self.inventory.release(reservation_id).await;
+                let (status, body) = problem(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "payment-unavailable",
+                    "no payment provider could take the payment; nothing was charged — retry with a new Idempotency-Key".into(),
+                    &order.id,
+                );
+                self.metrics
+                    .checkouts
+                    .with_label_values(&["payment_unavailable"])
+                    .inc();
+                let path = [OrderState::Cancelled];
+                let patch = Patch {
+                    reservation_id: Some(reservation_id),
+                    failure_reason: Some("payment providers unavailable".into()),
+                    response: Some((status.as_u16(), body.clone())),
+                    ..Patch::default()
+                };
+                self.advance_settled(shard, &order, from, &path, patch, status, body)
+                    .await
+            }
+            Authorization::Unavailable { unknown } => {
+                // An authorization may exist somewhere: keep the hold and
+                // let the recovery worker find out.
+                let patch = Patch {
+                    reservation_id: Some(reservation_id),
+                    unknown_psps: Some(unknown),
+                    ..Patch::default()
+                };
+                if let Err(error) = store::advance(&shard.pool, &order.id, from, via, &patch).await
+                {
+                    tracing::warn!(order = %order.id, %error, "could not record the unknown payment outcome");
+                }
+                self.metrics
+                    .checkouts
+                    .with_label_values(&["payment_unavailable"])
+                    .inc();
+                Progress::Pending(unavailable(
+                    "the payment outcome is not known yet; it will be settled — retry with the same Idempotency-Key to see the result",
+                ))
+            }
+        }
+    }
+
+    /// From `authorized`: sell the held units, then capture.
+    async fn finish(&self, shard: &Shard, order: SagaOrder) -> Progress {
+        let (Some(reservation_id), Some(psp), Some(intent)) = (
+            order.reservation_id,
+            order.psp.clone(),
+            order.payment_intent.clone(),
+        ) else {
+            return Progress::Pending(ApiError::internal(std::io::Error::other(format!(
+                "order {} is authorized without a reservation or payment",
+                order.id
+            ))));
+        };
+        if order.state == OrderState::Authorized {
+            match self.inventory.commit(reservation_id).await {
+                Ok(_) => {}
+                Err(InventoryError::WrongState { .. }) => {
+                    // The hold lapsed and its stock is gone: undo the payment.
+                    if let Err(error) = self
+                        .payments
+                        .transition(&psp, &intent, "void", &void_key(&order.id))
+                        .await
+                    {
+                        tracing::warn!(order = %order.id, %error, "void failed; the recovery worker retries");
+                        return Progress::Pending(unavailable(
+                            "the order could not be completed; it will be settled",
+                        ));
+                    }
+                    let (status, body) = problem(
+                        StatusCode::CONFLICT,
+                        "out-of-stock",
+                        "the items sold out while the payment was being taken; the payment was voided".into(),
+                        &order.id,
+                    );
+                    self.metrics
+                        .checkouts
+                        .with_label_values(&["out_of_stock"])
+                        .inc();
+                    return self
+                        .settle(
+                            shard,
+                            &order,
+                            OrderState::Authorized,
+                            &[OrderState::Cancelled],
+                            status,
+                            body,
+                            Some("reservation lapsed".into()),
+                        )
+                        .await;
+                }
+                Err(error) => {
+                    tracing::warn!(order = %order.id, %error, "reservation commit failed");
+                    return Progress::Pending(unavailable(
+                        "inventory is unavailable; the order will be completed",
+                    ));
+                }
+            }
+            crash_point("checkout::committed");
+        }
+        let captured = self
+            .payments
+            .transition(&psp, &intent, "capture", &capture_key(&order.id))
+            .await;
+        crash_point("checkout::captured");
+        let captured_ok = match &captured {
+            Ok(intent) => matches!(intent.status, IntentStatus::Captured),
+            Err(_) => false,
+        };
+        if let Err(error) = &captured {
+            tracing::warn!(order = %order.id, %error, "capture failed; the order stays confirmed and is captured later");
+        }
+        let path: &[OrderState] = match (order.state, captured_ok) {
+            (OrderState::Authorized, true) => &[OrderState::Confirmed, OrderState::Captured],
+            (OrderState::Authorized, false) => &[OrderState::Confirmed],
+            (OrderState::Confirmed, true) => &[OrderState::Captured],
+            _ => {
+                return Progress::Pending(unavailable(
+                    "the payment could not be captured yet; it will be",
+                ));
+            }
+        };
+        let final_state = path.last().copied().unwrap_or(order.state);
+        let view = Order {
+            id: order.id.clone(),
+            user_id: order.user_id.clone(),
+            state: final_state,
+            currency: order.currency.clone(),
+            total_minor: order.total_minor,
+            lines: order.lines.clone(),
+            reservation_id: order.reservation_id,
+            psp: order.psp.clone(),
+            payment_intent: order.payment_intent.clone(),
+            failure_reason: None,
+            created_at: chrono::Utc::now(),
+            updated_at: chrono::Utc::now(),
+        }
+        .view();
+        let body = serde_json::to_value(&view).unwrap_or(Value::Null);
+        let status = StatusCode::CREATED;
+        // A confirmed order already answered the shopper: keep that answer.
+        let response = (!order.has_response).then(|| (status.as_u16(), body.clone()));
+        let patch = Patch {
+            response,
+            ..Patch::default()
+        };
+        let outcome = if captured_ok { "captured" } else { "confirmed" };
+        self.metrics.checkouts.with_label_values(&[outcome]).inc();
+        self.advance_settled(shard, &order, order.state, path, patch, status, body)
+            .await
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn settle(
+        &self,
+        shard: &Shard,
+        order: &SagaOrder,
+        from: OrderState,
+        path: &[OrderState],
+        status: StatusCode,
+        body: Value,
+        reason: Option<String>,
+    ) -> Progress {
+        let patch = Patch {
+            failure_reason: reason,
+            response: (!order.has_response).then(|| (status.as_u16(), body.clone())),
+            ..Patch::default()
+        };
+        self.advance_settled(shard, order, from, path, patch, status, body)
+            .await
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn advance_settled(
+        &self,
+        shard: &Shard,
+        order: &SagaOrder,
+        from: OrderState,
+        path: &[OrderState],
+        patch: Patch,
+        status: StatusCode,
+        body: Value,
+    ) -> Progress {
+        match store::advance(&shard.pool, &order.id, from, path, &patch).await {
+            Ok(true) => Progress::Settled { status, body },
+            Ok(false) => Progress::Pending(unavailable(
+                "this checkout is being completed; retry shortly",
+            )),
+            Err(error) => {
+                tracing::warn!(order = %order.id, %error, "could not record the outcome");
+                Progress::Pending(unavailable(
+                    "the order database is unavailable; the order will be settled",
+                ))
+            }
+        }
+    }
+
+    /// Finishes an order whose saga stopped (a crash, an unknown payment
+    /// outcome, a failed capture): resumes it if a payment exists, else
+    /// compensates. Returns whether it is settled now.
+    pub async fn recover(&self, shard: &Shard, order: SagaOrder) -> Result<&'static str, String> {
+        match order.state {
+            OrderState::Authorized | OrderState::Confirmed => {
+                match self.finish(shard, order).await {
+                    Progress::Settled { .. } => Ok("resumed"),
+                    Progress::Pending(error) => Err(error.to_string()),
+                }
+            }
+            OrderState::Pending | OrderState::Reserved => {
+                self.recover_before_payment(shard, order).await
+            }
+            _ => Ok("settled"),
+        }
+    }
+
+    async fn recover_before_payment(
+        &self,
+        shard: &Shard,
+        order: SagaOrder,
+    ) -> Result<&'static str, String> {
+        // The hold, if the saga got that far.
+        let reservation = match order.reservation_id {
+            Some(id) => Some(id),
+            None => self
+                .inventory
+                .find_by_owner(order.id.as_str())
+                .await
+                .map_err(|e| e.to_string())?
+                .map(|r| r.id),
+        };
+        let Some(reservation_id) = reservation else {
+            // Never reserved, so never paid: cancel.
+            return self.cancel_interrupted(shard, &order, None).await;
+        };
+        // Was a payment authorized anywhere under this order's key?
+        let key = authorize_key(&order.id);
+        let mut all_known = true;
+        let providers: Vec<String> = self.payments.provider_names().map(str::to_string).collect();
+        for psp in &providers {
+            match self.payments.find(psp, &key).await {
+                // Voided or refunded: no payment stands there.
+                Ok(Some(intent))
+                    if matches!(intent.status, IntentStatus::Voided | IntentStatus::Refunded) => {}
+                Ok(Some(intent)) => {
+                    let authorization = if intent.status == IntentStatus::Declined {
+                        Authorization::Declined {
+                            psp: psp.clone(),
+                            intent,
+                            unknown: Vec::new(),
+                        }
+                    } else {
+                        // Any other provider may hold a stray: check later.
+                        let unknown = providers.iter().filter(|p| *p != psp).cloned().collect();
+                        Authorization::Authorized {
+                            psp: psp.clone(),
+                            intent,
+                            unknown,
+                        }
+                    };
+                    let from = order.state;
+                    return match self
+                        .after_authorization(shard, order, from, reservation_id, authorization)
+                        .await
+                    {
+                        Progress::Settled { .. } => Ok("resumed"),
+                        Progress::Pending(error) => Err(error.to_string()),
+                    };
+                }
+                Ok(None) => {}
+                Err(error) => {
+                    tracing::debug!(order = %order.id, psp, %error, "look-up failed");
+                    all_known = false;
+                }
+            }
+        }
+        if !all_known {
+            return Err("a payment provider could not be asked; retrying later".into());
+        }
+        let _ = self.inventory.release(reservation_id).await;
+        self.cancel_interrupted(shard, &order, Some(reservation_id))
+            .await
+    }
+
+    async fn cancel_interrupted(
+        &self,
+        shard: &Shard,
+        order: &SagaOrder,
+        reservation_id: Option<i64>,
+    ) -> Result<&'static str, String> {
+        if let Some(id) = reservation_id {
+            self.inventory
+                .release(id)
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+        let (status, body) = problem(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "checkout-interrupted",
+            "the checkout was interrupted before any payment; nothing was charged — retry with a new Idempotency-Key".into(),
+            &order.id,
+        );
+        match self
+            .settle(
+                shard,
+                order,
+                order.state,
+                &[OrderState::Cancelled],
+                status,
+                body,
+                Some("interrupted".into()),
+            )
+            .await
+        {
+            Progress::Settled { .. } => Ok("compensated"),
+            Progress::Pending(error) => Err(error.to_string()),
+        }
+    }
+
+    /// Voids strays: authorizations at providers whose outcome was unknown
+    /// when another provider took the payment (or the order settled
+    /// without one).
+    pub async fn void_strays(&self, shard: &Shard, order: SagaOrder) -> Result<(), String> {
+        let key = authorize_key(&order.id);
+        for psp in &order.unknown_psps {
+            match self.payments.find(psp, &key).await {
+                Ok(Some(intent))
+                    if Some(&intent.id) != order.payment_intent.as_ref()
+                        || order.psp.as_deref() != Some(psp) =>
+                {
+                    if intent.status == IntentStatus::Authorized {
+                        self.payments
+                            .transition(psp, &intent.id, "void", &void_key(&order.id))
+                            .await
+                            .map_err(|e| e.to_string())?;
+                        tracing::info!(order = %order.id, psp, intent = %intent.id, "stray authorization voided");
+                    }
+                }
+                Ok(_) => {}
+                Err(error) => return Err(error.to_string()),
+            }
+        }
+        store::clear_unknown_psps(&shard.pool, &order.id)
+            .await
+            .map_err(|e| e.to_string())
+    }
+}

@@ -1,0 +1,293 @@
+//! The saga's writes to the order shard. Each step is one transaction that
+//! moves the order along the state machine from the state it was read in
+//! (`where state = $expected`), so a step run twice — by a retry, or by the
+//! recovery worker racing a slow request — applies once and the loser
+//! learns it lost.
+
+use sqlx::PgPool;
+use sqlx::types::Json;
+
+use crate::orders::model::{OrderId, OrderLine, OrderState};
+
+/// A new order, before anything outside the shard has happened.
+pub struct NewOrder<'a> {
+    pub id: &'a OrderId,
+    pub user_id: &'a str,
+    pub idempotency_key: &'a str,
+    pub request_hash: &'a str,
+    pub currency: &'a str,
+    pub total_minor: i64,
+    pub lines: &'a [OrderLine],
+}
+
+/// What a repeated Idempotency-Key finds.
+#[derive(Debug, Clone)]
+pub struct Keyed {
+    pub id: String,
+    pub request_hash: String,
+    pub state: String,
+    pub response: Option<(u16, serde_json::Value)>,
+}
+
+/// Inserts the order as `pending`; `false` when the user already has an
+/// order under this key (a concurrent duplicate won).
+pub async fn insert_pending(pool: &PgPool, order: &NewOrder<'_>) -> Result<bool, sqlx::Error> {
+    let inserted = sqlx::query_scalar!(
+        r#"
+        insert into orders (id, user_id, idempotency_key, request_hash, state, currency,
+                            total_minor, lines)
+        values ($1, $2, $3, $4, 'pending', $5, $6, $7)
+        on conflict (user_id, idempotency_key) do nothing
+        returning id
+        "#,
+        order.id.as_str(),
+        order.user_id,
+        order.idempotency_key,
+        order.request_hash,
+        order.currency,
+        order.total_minor,
+        Json(order.lines) as _,
+    )
+    .fetch_optional(pool)
+    .await?;
+    Ok(inserted.is_some())
+}
+
+/// The user's order under `key`, if any.
+pub async fn find_by_key(
+    pool: &PgPool,
+    user: &str,
+    key: &str,
+) -> Result<Option<Keyed>, sqlx::Error> {
+    let row = sqlx::query!(
+        r#"
+        select id, request_hash, state, response_status, response_body
+        from orders where user_id = $1 and idempotency_key = $2
+        "#,
+        user,
+        key
+    )
+    .fetch_optional(pool)
+    .await?;
+    Ok(row.map(|r| Keyed {
+        id: r.id,
+        request_hash: r.request_hash,
+        state: r.state,
+        response: match (r.response_status, r.response_body) {
+            (Some(status), Some(body)) => Some((u16::try_from(status).unwrap_or(500), body)),
+            _ => None,
+        },
+    }))
+}
+
+/// Fields a step sets along with the state (`None`: unchanged).
+#[derive(Debug, Default, Clone)]
+pub struct Patch {
+    pub reservation_id: Option<i64>,
+    pub psp: Option<String>,
+    pub payment_intent: Option<String>,
+    pub unknown_psps: Option<Vec<String>>,
+    pub failure_reason: Option<String>,
+    pub response: Option<(u16, serde_json::Value)>,
+}
+
+/// Moves order `id` from `from` through each state of `path` in one
+/// transaction, applying `patch` on the way. `false` if the order was not
+/// in `from` any more (another worker moved it).
+pub async fn advance(
+    pool: &PgPool,
+    id: &OrderId,
+    from: OrderState,
+    path: &[OrderState],
+    patch: &Patch,
+) -> Result<bool, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let mut current = from;
+    let (status, body) = match &patch.response {
+        Some((status, body)) => (Some(i16::try_from(*status).unwrap_or(500)), Some(body)),
+        None => (None, None),
+    };
+    if path.is_empty() {
+        // Fields only, no state change.
+        let updated = sqlx::query!(
+            r#"
+            update orders set
+                reservation_id = coalesce($3, reservation_id),
+                psp = coalesce($4, psp),
+                payment_intent = coalesce($5, payment_intent),
+                unknown_psps = coalesce($6, unknown_psps),
+                failure_reason = coalesce($7, failure_reason),
+                response_status = coalesce($8, response_status),
+                response_body = coalesce($9, response_body)
+            where id = $1 and state = $2
+            "#,
+            id.as_str(),
+            current.as_str(),
+            patch.reservation_id,
+            patch.psp.as_deref(),
+            patch.payment_intent.as_deref(),
+            patch.unknown_psps.as_deref(),
+            patch.failure_reason.as_deref(),
+            status,
+            body,
+        )
+        .execute(&mut *tx)
+        .await?;
+        if updated.rows_affected() == 0 {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+    }
+    for (i, next) in path.iter().enumerate() {
+        // Fields go with the last hop, so the outbox event of the final
+        // state sees them.
+        let last = i + 1 == path.len();
+        let updated = sqlx::query!(
+            r#"
+            update orders set
+                state = $3,
+                reservation_id = coalesce($4, reservation_id),
+                psp = coalesce($5, psp),
+                payment_intent = coalesce($6, payment_intent),
+                unknown_psps = coalesce($7, unknown_psps),
+                failure_reason = coalesce($8, failure_reason),
+                response_status = coalesce($9, response_status),
+                response_body = coalesce($10, response_body)
+            where id = $1 and state = $2
+            "#,
+            id.as_str(),
+            current.as_str(),
+            next.as_str(),
+            patch.reservation_id.filter(|_| last),
+            patch.psp.as_deref().filter(|_| last),
+            patch.payment_intent.as_deref().filter(|_| last),
+            patch.unknown_psps.as_deref().filter(|_| last),
+            patch.failure_reason.as_deref().filter(|_| last),
+            status.filter(|_| last),
+            body.filter(|_| last),
+        )
+        .execute(&mut *tx)
+        .await?;
+        if updated.rows_affected() == 0 {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        current = *next;
+    }
+    tx.commit().await?;
+    Ok(true)
+}
+
+/// The saga's view of one order (what resuming it needs).
+#[derive(Debug, Clone)]
+pub struct SagaOrder {
+    pub id: OrderId,
+    pub user_id: String,
+    pub state: OrderState,
+    pub currency: String,
+    pub total_minor: i64,
+    pub lines: Vec<OrderLine>,
+    pub reservation_id: Option<i64>,
+    pub psp: Option<String>,
+    pub payment_intent: Option<String>,
+    pub unknown_psps: Vec<String>,
+    pub has_response: bool,
+}
+
+/// Claims up to `limit` unfinished orders untouched for `stale_ms`, by
+/// touching them (so another worker leaves them alone for as long).
+pub async fn claim_stale(
+    pool: &PgPool,
+    stale_ms: i64,
+    limit: i64,
+) -> Result<Vec<SagaOrder>, sqlx::Error> {
+    let rows = sqlx::query!(
+        r#"
+        update orders o set updated_at = now()
+        from (
+            select id from orders
+            where state in ('pending', 'reserved', 'authorized', 'confirmed')
+              and updated_at < now() - $1 * interval '1 millisecond'
+            order by updated_at
+            limit $2
+            for update skip locked
+        ) stale
+        where o.id = stale.id
+        returning o.id, o.user_id, o.state, o.currency, o.total_minor,
+                  o.lines as "lines: Json<Vec<OrderLine>>", o.reservation_id, o.psp,
+                  o.payment_intent, o.unknown_psps, o.response_status
+        "#,
+        stale_ms as f64,
+        limit
+    )
+    .fetch_all(pool)
+    .await?;
+    let mut out = Vec::with_capacity(rows.len());
+    for r in rows {
+        let (Ok(id), Some(state)) = (OrderId::parse(&r.id), OrderState::parse(&r.state)) else {
+            tracing::error!(order = %r.id, state = %r.state, "unreadable order row skipped");
+            continue;
+        };
+        out.push(SagaOrder {
+            id,
+            user_id: r.user_id,
+            state,
+            currency: r.currency,
+            total_minor: r.total_minor,
+            lines: r.lines.0,
+            reservation_id: r.reservation_id,
+            psp: r.psp,
+            payment_intent: r.payment_intent,
+            unknown_psps: r.unknown_psps,
+            has_response: r.response_status.is_some(),
+        });
+    }
+    Ok(out)
+}
+
+/// Settled orders that still name providers with an unknown outcome.
+pub async fn with_unknown_psps(pool: &PgPool, limit: i64) -> Result<Vec<SagaOrder>, sqlx::Error> {
+    let rows = sqlx::query!(
+        r#"
+        select id, user_id, state, currency, total_minor,
+               lines as "lines: Json<Vec<OrderLine>>", reservation_id, psp,
+               payment_intent, unknown_psps, response_status
+        from orders
+        where cardinality(unknown_psps) > 0
+          and state not in ('pending', 'reserved', 'authorized', 'confirmed')
+        limit $1
+        "#,
+        limit
+    )
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|r| {
+            Some(SagaOrder {
+                id: OrderId::parse(&r.id).ok()?,
+                user_id: r.user_id,
+                state: OrderState::parse(&r.state)?,
+                currency: r.currency,
+                total_minor: r.total_minor,
+                lines: r.lines.0,
+                reservation_id: r.reservation_id,
+                psp: r.psp,
+                payment_intent: r.payment_intent,
+                unknown_psps: r.unknown_psps,
+                has_response: r.response_status.is_some(),
+            })
+        })
+        .collect())
+}
+
+/// Forgets the unknown providers of a settled order once they are checked.
+pub async fn clear_unknown_psps(pool: &PgPool, id: &OrderId) -> Result<(), sqlx::Error> {
+    sqlx::query!(
+        "update orders set unknown_psps = '{}' where id = $1",
+        id.as_str()
+    )
+    .execute(pool)
+    .await?;
+    Ok(())
+}
