@@ -42,3 +42,11 @@ pub mod problem;
 
 pub use app::Application;
 pub use config::OriginConfig;
+
+/// Reads the `FAILPOINTS` environment variable (crash tests: e.g.
+/// `checkout::reserved=return` aborts the process at that saga step).
+/// Does nothing unless built with the `failpoints` feature.
+pub fn install_failpoints() {
+    #[cfg(feature = "failpoints")]
+    std::mem::forget(fail::FailScenario::setup());
+}

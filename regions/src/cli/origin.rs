@@ -18,6 +18,7 @@ pub struct OriginArgs {
 }
 
 pub async fn run(args: OriginArgs) -> Result<(), CliError> {
+    meridian_origin::install_failpoints();
     let config = OriginConfig::load(&args.config)?;
     if args.migrate {
         meridian_origin::db::migrate(&config.database.primary_url).await?;

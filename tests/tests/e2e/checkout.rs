@@ -405,3 +405,36 @@ async fn a_changed_price_is_shown_before_anyone_is_charged() {
     assert_eq!(ledger.len(), 1);
     assert_eq!(ledger[0]["amount_minor"], json!(price + 700));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shard_outage_stops_only_its_own_users() {
+    let mut stack = TestStack::start(&[HOME], 1, 10).await;
+    stack.start_order_shards(true).await;
+    stack.start_psps().await;
+    let origin = stack.origin(HOME).await;
+    let sku = stack.sellable_skus(1).await[0].0.clone();
+    set_stock(&origin, &sku, 100).await;
+    let alice = Shopper::new(&origin, &stack.user_in_shard(HOME, "us-east-0", "alice"));
+    let bob = Shopper::new(&origin, &stack.user_in_shard(HOME, "us-east-1", "bob"));
+    alice.add(&sku, 1).await;
+    bob.add(&sku, 1).await;
+
+    let servers = stack
+        .stack
+        .region_mut(HOME)
+        .unwrap()
+        .orders
+        .as_mut()
+        .unwrap();
+    let index = servers.shards["us-east-1"].server;
+    servers.servers[index].stop();
+
+    let response = bob.checkout("k1", &json!({})).await;
+    assert_eq!(response.status(), 503);
+    assert!(response.headers().contains_key("retry-after"));
+    let response = alice.checkout("k1", &json!({})).await;
+    assert_eq!(response.status(), 201);
+    // Bob's failed attempt took no stock and no payment.
+    assert_eq!(stack.stock(&sku).await, (99, 0, 1));
+    assert_eq!(stack.psp("primary").ledger().await.len(), 1);
+}

@@ -186,6 +186,16 @@ impl TestOrigin {
         origin
     }
 
+    /// An origin running elsewhere (another process), reached at `url`.
+    pub fn external(url: &str) -> TestOrigin {
+        TestOrigin {
+            url: url.to_string(),
+            client: reqwest::Client::new(),
+            stop: CancellationToken::new(),
+            handle: None,
+        }
+    }
+
     pub async fn get(&self, path: &str) -> reqwest::Response {
         self.client
             .get(format!("{}{path}", self.url))

@@ -10,6 +10,7 @@ mod bad_input;
 mod cache;
 mod cart;
 mod checkout;
+mod crash;
 mod edge;
 mod helpers;
 mod inventory;
