@@ -22,6 +22,7 @@ use crate::catalog::{self, CacheHeaders, CatalogContext, CatalogState};
 use crate::checkout::{self, CheckoutContext, CheckoutState, Saga};
 use crate::config::OriginConfig;
 use crate::db::DbRouter;
+use crate::flash::{self, FlashContext, FlashState, Gate};
 use crate::identity::{IdentityError, ShopperAuth};
 use crate::invalidation::{self, Tailer};
 use crate::inventory::{self, Inventory, InventoryContext, InventoryState};
@@ -65,6 +66,7 @@ pub struct AppParts {
     pub cart: CartState,
     pub orders: OrdersState,
     pub checkout: CheckoutState,
+    pub flash: FlashState,
     pub shoppers: ShopperAuth,
     pub admin: AdminTokens,
     pub metrics: Metrics,
@@ -107,6 +109,12 @@ impl FromRef<AppState> for OrdersState {
 impl FromRef<AppState> for CheckoutState {
     fn from_ref(state: &AppState) -> Self {
         state.0.checkout.clone()
+    }
+}
+
+impl FromRef<AppState> for FlashState {
+    fn from_ref(state: &AppState) -> Self {
+        state.0.flash.clone()
     }
 }
 
@@ -218,6 +226,21 @@ impl Application {
             }
             _ => None,
         };
+        let gate = match &config.redis_url {
+            Some(url) => Some(Arc::new(Gate::connect(url, config.carts.redis_timeout)?)),
+            None => None,
+        };
+        if let Some(gate) = &gate {
+            let worker = flash::worker::Worker {
+                gate: gate.clone(),
+                db: db.clone(),
+                inventory: inventory.clone(),
+                region: config.region.clone(),
+                consumer: instance.clone(),
+                metrics: metrics.clone(),
+            };
+            tasks.spawn(worker.run(shutdown.clone()));
+        }
         tasks.spawn(inventory::sweeper::run(
             db.clone(),
             metrics.clone(),
@@ -266,6 +289,12 @@ impl Application {
                 inventory,
             }),
             cart: cart_state.clone(),
+            flash: FlashState::new(FlashContext {
+                gate,
+                db: db.clone(),
+                region: config.region.clone(),
+                metrics: metrics.clone(),
+            }),
             checkout: CheckoutState::new(CheckoutContext {
                 saga,
                 cart: cart_state,
@@ -335,6 +364,7 @@ pub fn routes(state: AppState, max_body_bytes: usize) -> Router {
         .merge(cart::router(max_body_bytes))
         .merge(orders::router())
         .merge(checkout::router(max_body_bytes))
+        .merge(flash::router(max_body_bytes))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))

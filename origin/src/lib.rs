@@ -11,6 +11,7 @@
 //! - [`payments`]: the payment providers behind breakers, retries and
 //!   fallback.
 //! - [`checkout`]: the checkout saga, its idempotency and its recovery.
+//! - [`flash`]: flash sales (a Redis gate, claims drained into reservations).
 //! - [`identity`]: shopper tokens and signed guest-cart cookies.
 //! - [`cache`]: the tiered cache — L1 moka, L2 Redis — with single-flight.
 //! - [`db`]: `DbRouter` (reads to replicas, writes to the primary), replica
@@ -32,6 +33,7 @@ pub mod catalog;
 pub mod checkout;
 pub mod config;
 pub mod db;
+pub mod flash;
 pub mod identity;
 pub mod invalidation;
 pub mod inventory;

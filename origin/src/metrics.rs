@@ -57,6 +57,8 @@ pub struct MetricFamilies {
     pub checkouts: IntCounterVec,
     pub checkout_duration: Histogram,
     pub saga_recoveries: IntCounterVec,
+    pub flash_claims: IntCounterVec,
+    pub flash_processed: IntCounterVec,
 }
 
 impl Metrics {
@@ -199,8 +201,24 @@ impl Metrics {
             ),
             &["result"],
         )?;
+        let flash_claims = IntCounterVec::new(
+            Opts::new(
+                "meridian_flash_claims_total",
+                "Flash-sale claims at the gate by result (won, sold_out, limit, closed, unknown, error)",
+            ),
+            &["result"],
+        )?;
+        let flash_processed = IntCounterVec::new(
+            Opts::new(
+                "meridian_flash_claims_processed_total",
+                "Won flash-sale claims turned into reservations (reserved) or not (failed)",
+            ),
+            &["result"],
+        )?;
         for metric in [
-            Box::new(psp_requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(flash_claims.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(flash_processed.clone()),
+            Box::new(psp_requests.clone()),
             Box::new(psp_duration.clone()),
             Box::new(psp_breaker_open.clone()),
             Box::new(psp_fallbacks.clone()),
@@ -241,6 +259,8 @@ impl Metrics {
             checkouts,
             checkout_duration,
             saga_recoveries,
+            flash_claims,
+            flash_processed,
         })))
     }
 

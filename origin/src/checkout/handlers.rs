@@ -28,6 +28,7 @@ use crate::cart::CartKey;
 use crate::cart::handlers::{priced, redis_error, store as cart_store};
 use crate::catalog::handlers::db_error;
 use crate::catalog::store::{Sellable, sellables};
+use crate::flash;
 use crate::identity::{Shopper, UserId};
 use crate::orders::handlers::shard_error;
 use crate::orders::model::{OrderId, OrderLine, OrderState};
@@ -47,6 +48,9 @@ pub struct CheckoutRequest {
     pub payment_method: Option<String>,
     #[serde(default)]
     pub expected_total: Option<ExpectedTotal>,
+    /// Buy a unit won in this flash sale (instead of the cart).
+    #[serde(default)]
+    pub flash_sale: Option<i64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -204,7 +208,103 @@ pub async fn checkout(
         return Ok(replayed);
     }
 
-    // The cart, priced on the primary.
+    let priced = match request.flash_sale {
+        Some(sale) => flash_order(&state, sale, &user).await?,
+        None => cart_order(&state, &user, &request).await?,
+    };
+    let Priced {
+        lines: order_lines,
+        currency,
+        total,
+        reservation_id,
+        flash,
+    } = priced;
+
+    // Claim the key with the order row, then run the saga.
+    let id = OrderId::new(&shard.name);
+    let new = NewOrder {
+        id: &id,
+        user_id: user.as_str(),
+        idempotency_key: &key,
+        request_hash: &hash,
+        currency: &currency,
+        total_minor: total,
+        lines: &order_lines,
+        reservation_id,
+    };
+    let inserted = store::insert_pending(&shard.pool, &new)
+        .await
+        .map_err(|e| shard_error(&shard.name, &e))?;
+    if !inserted {
+        // A concurrent duplicate claimed the key first: its answer is ours.
+        return match earlier(&state, shard, &user, &key, &hash).await? {
+            Some(replayed) => Ok(replayed),
+            None => Err(ApiError::Conflict(
+                "a concurrent checkout with this Idempotency-Key was withdrawn; retry".into(),
+            )),
+        };
+    }
+    let order = SagaOrder {
+        id,
+        user_id: user.as_str().to_string(),
+        state: OrderState::Pending,
+        currency,
+        total_minor: total,
+        lines: order_lines,
+        reservation_id,
+        psp: None,
+        payment_intent: None,
+        unknown_psps: Vec::new(),
+        has_response: false,
+    };
+    let progress = saga
+        .place(shard, order, request.payment_method.as_deref())
+        .await;
+    state
+        .metrics
+        .checkout_duration
+        .observe(started.elapsed().as_secs_f64());
+    match progress {
+        Progress::Settled { status, body } => {
+            if status == StatusCode::CREATED {
+                let done = match flash {
+                    Some((sale, slot)) => flash::store::mark_purchased(&state.db, sale, slot)
+                        .await
+                        .map_err(|e| e.to_string()),
+                    None => match cart_store(&state.cart) {
+                        Ok(carts) => carts
+                            .clear(&CartKey::User(user.as_str().to_string()))
+                            .await
+                            .map_err(|e| e.to_string()),
+                        Err(e) => Err(e.to_string()),
+                    },
+                };
+                if let Err(error) = done {
+                    tracing::warn!(%error, "cart or flash claim not cleared after checkout");
+                }
+            }
+            Ok(answer(status, body, false))
+        }
+        Progress::Pending(error) => Err(error),
+    }
+}
+
+/// What an order will hold, priced.
+struct Priced {
+    lines: Vec<OrderLine>,
+    currency: String,
+    total: i64,
+    reservation_id: Option<i64>,
+    /// The flash-sale unit bought: `(sale, slot)`.
+    flash: Option<(i64, i32)>,
+}
+
+/// The shopper's cart, priced on the primary; a changed price is a 409.
+async fn cart_order(
+    state: &CheckoutState,
+    user: &UserId,
+    request: &CheckoutRequest,
+) -> Result<Priced, ApiError> {
     let cart = CartKey::User(user.as_str().to_string());
     let carts = cart_store(&state.cart)?;
     let lines = carts
@@ -297,58 +397,50 @@ pub async fn checkout(
         ));
     }
 
-    // Claim the key with the order row, then run the saga.
-    let id = OrderId::new(&shard.name);
-    let new = NewOrder {
-        id: &id,
-        user_id: user.as_str(),
-        idempotency_key: &key,
-        request_hash: &hash,
-        currency: &currency,
-        total_minor: total,
-        lines: &order_lines,
-    };
-    let inserted = store::insert_pending(&shard.pool, &new)
-        .await
-        .map_err(|e| shard_error(&shard.name, &e))?;
-    if !inserted {
-        // A concurrent duplicate claimed the key first: its answer is ours.
-        return match earlier(&state, shard, &user, &key, &hash).await? {
-            Some(replayed) => Ok(replayed),
-            None => Err(ApiError::Conflict(
-                "a concurrent checkout with this Idempotency-Key was withdrawn; retry".into(),
-            )),
-        };
-    }
-    let order = SagaOrder {
-        id,
-        user_id: user.as_str().to_string(),
-        state: OrderState::Pending,
-        currency,
-        total_minor: total,
+    Ok(Priced {
         lines: order_lines,
+        currency,
+        total,
         reservation_id: None,
-        psp: None,
-        payment_intent: None,
-        unknown_psps: Vec::new(),
-        has_response: false,
-    };
-    let progress = saga
-        .place(shard, order, request.payment_method.as_deref())
-        .await;
-    state
-        .metrics
-        .checkout_duration
-        .observe(started.elapsed().as_secs_f64());
-    match progress {
-        Progress::Settled { status, body } => {
-            if status == StatusCode::CREATED
-                && let Err(error) = carts.clear(&cart).await
-            {
-                tracing::warn!(%error, "cart not cleared after checkout");
-            }
-            Ok(answer(status, body, false))
-        }
-        Progress::Pending(error) => Err(error),
-    }
+        flash: None,
+    })
+}
+
+/// One unit won in flash sale `sale`, at the sale price, with its hold.
+async fn flash_order(state: &CheckoutState, sale: i64, user: &UserId) -> Result<Priced, ApiError> {
+    let unit = flash::store::won_unit(&state.db, sale, user.as_str())
+        .await
+        .map_err(|e| db_error(&e))?
+        .ok_or_else(|| {
+            ApiError::Conflict(format!(
+                "no unit of flash sale {sale} is held for you (a claim may still be queued)"
+            ))
+        })?;
+    let wanted = vec![unit.sku.clone()];
+    let (found, _) = state
+        .db
+        .read_primary()
+        .run(|conn| {
+            let wanted = wanted.clone();
+            async move { sellables(conn.pool(), &wanted).await }
+        })
+        .await
+        .map_err(|e| db_error(&e))?;
+    let item = found
+        .into_iter()
+        .next()
+        .ok_or_else(|| ApiError::Conflict(format!("{} is no longer sold", unit.sku)))?;
+    let price = unit.price_minor.unwrap_or(item.price_minor);
+    Ok(Priced {
+        lines: vec![OrderLine {
+            sku: unit.sku,
+            name: item.name,
+            quantity: 1,
+            unit_price_minor: price,
+        }],
+        currency: item.currency,
+        total: price,
+        reservation_id: Some(unit.reservation_id),
+        flash: Some((sale, unit.slot)),
+    })
 }

@@ -98,6 +98,8 @@ fn unavailable(detail: &str) -> ApiError {
 
 impl Saga {
     /// Runs a new order (just inserted as `pending`) as far as it goes.
+    /// An order with a reservation already (a won flash-sale unit) skips
+    /// the reservation step.
     pub async fn place(
         &self,
         shard: &Shard,
@@ -105,6 +107,12 @@ impl Saga {
         payment_method: Option<&str>,
     ) -> Progress {
         crash_point("checkout::pending");
+        // A won flash-sale unit comes with its hold: no reservation step.
+        if let Some(reservation_id) = order.reservation_id {
+            return self
+                .authorize(shard, order, reservation_id, payment_method)
+                .await;
+        }
         let lines: Vec<Line> = order
             .lines
             .iter()
@@ -180,6 +188,17 @@ impl Saga {
             }
         };
         crash_point("checkout::reserved");
+        self.authorize(shard, order, reservation.id, payment_method)
+            .await
+    }
+
+    async fn authorize(
+        &self,
+        shard: &Shard,
+        order: SagaOrder,
+        reservation_id: i64,
+        payment_method: Option<&str>,
+    ) -> Progress {
         let key = authorize_key(&order.id);
         let authorization = self
             .payments
@@ -196,7 +215,7 @@ impl Saga {
             shard,
             order,
             OrderState::Pending,
-            reservation.id,
+            reservation_id,
             authorization,
         )
         .await

@@ -18,6 +18,8 @@ pub struct NewOrder<'a> {
     pub currency: &'a str,
     pub total_minor: i64,
     pub lines: &'a [OrderLine],
+    /// A hold taken before the order (a won flash-sale unit).
+    pub reservation_id: Option<i64>,
 }
 
 /// What a repeated Idempotency-Key finds.
@@ -35,8 +37,8 @@ pub async fn insert_pending(pool: &PgPool, order: &NewOrder<'_>) -> Result<bool,
     let inserted = sqlx::query_scalar!(
         r#"
         insert into orders (id, user_id, idempotency_key, request_hash, state, currency,
-                            total_minor, lines)
-        values ($1, $2, $3, $4, 'pending', $5, $6, $7)
+                            total_minor, lines, reservation_id)
+        values ($1, $2, $3, $4, 'pending', $5, $6, $7, $8)
         on conflict (user_id, idempotency_key) do nothing
         returning id
         "#,
@@ -47,6 +49,7 @@ pub async fn insert_pending(pool: &PgPool, order: &NewOrder<'_>) -> Result<bool,
         order.currency,
         order.total_minor,
         Json(order.lines) as _,
+        order.reservation_id,
     )
     .fetch_optional(pool)
     .await?;

@@ -268,6 +268,12 @@ pub struct ReadDb<'a> {
 }
 
 impl ReadDb<'_> {
+    /// The same handle, counted as background work.
+    pub fn background(mut self) -> Self {
+        self.purpose = Purpose::Background;
+        self
+    }
+
     /// Runs `op` on the first usable server: replicas in round-robin order,
     /// then the primary. A connection-level failure on a replica marks it
     /// down and the read moves on to the next server, so a replica dying

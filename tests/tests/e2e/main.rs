@@ -12,6 +12,7 @@ mod cart;
 mod checkout;
 mod crash;
 mod edge;
+mod flash;
 mod helpers;
 mod inventory;
 mod orders;

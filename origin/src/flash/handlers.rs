@@ -1,0 +1,297 @@
+//! The flash-sale HTTP API.
+
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::FlashState;
+use super::gate::Claim;
+use super::store;
+use crate::auth::AdminUser;
+use crate::catalog::handlers::db_error;
+use crate::catalog::model::Sku;
+use crate::catalog::store::sellables;
+use crate::identity::Shopper;
+use crate::problem::{ApiError, ApiJson, ApiPath};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewSale {
+    pub sku: String,
+    pub quantity: i64,
+    #[serde(default = "one")]
+    pub per_user_limit: i64,
+    /// The sale price in minor units; default: the catalog price.
+    #[serde(default)]
+    pub price_minor: Option<i64>,
+    /// How long the sale runs (default 1h).
+    #[serde(default, with = "humantime_serde")]
+    pub duration: Option<Duration>,
+    /// How long a won unit is held for checkout (default 10m).
+    #[serde(default, with = "humantime_serde")]
+    pub hold: Option<Duration>,
+}
+
+fn one() -> i64 {
+    1
+}
+
+fn sale_id(raw: &str) -> Result<i64, ApiError> {
+    raw.parse::<i64>()
+        .ok()
+        .filter(|id| *id > 0)
+        .ok_or_else(|| ApiError::NotFound("no such flash sale".into()))
+}
+
+fn gate_error(state: &FlashState, error: super::gate::GateError) -> ApiError {
+    tracing::warn!(%error, "flash-sale gate failed");
+    state
+        .metrics
+        .flash_claims
+        .with_label_values(&["error"])
+        .inc();
+    ApiError::Unavailable("the flash-sale gate is unreachable; retry shortly".into())
+}
+
+fn no_store(status: StatusCode, body: serde_json::Value) -> Response {
+    (
+        status,
+        [(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("private, no-store"),
+        )],
+        axum::Json(body),
+    )
+        .into_response()
+}
+
+/// Opens a sale of `quantity` units of `sku` in this origin's region.
+pub async fn create(
+    State(state): State<FlashState>,
+    admin: AdminUser,
+    ApiJson(input): ApiJson<NewSale>,
+) -> Result<Response, ApiError> {
+    let gate = state.gate()?;
+    let sku = Sku::parse(&input.sku)?;
+    if !(1..=1_000_000).contains(&input.quantity) {
+        return Err(ApiError::Unprocessable(
+            "quantity must be between 1 and 1000000".into(),
+        ));
+    }
+    if !(1..=100).contains(&input.per_user_limit) {
+        return Err(ApiError::Unprocessable(
+            "per_user_limit must be between 1 and 100".into(),
+        ));
+    }
+    if input
+        .price_minor
+        .is_some_and(|p| !(0..=1_000_000_000_000).contains(&p))
+    {
+        return Err(ApiError::Unprocessable(
+            "price_minor is out of range".into(),
+        ));
+    }
+    let duration = input.duration.unwrap_or(Duration::from_secs(3600));
+    let hold = input.hold.unwrap_or(Duration::from_secs(600));
+    if duration < Duration::from_secs(1) || duration > Duration::from_secs(30 * 86_400) {
+        return Err(ApiError::Unprocessable(
+            "duration must be between 1s and 30 days".into(),
+        ));
+    }
+    if hold < Duration::from_secs(1) || hold > Duration::from_secs(86_400) {
+        return Err(ApiError::Unprocessable(
+            "hold must be between 1s and 1 day".into(),
+        ));
+    }
+    let (quantity, limit) = (input.quantity as i32, input.per_user_limit as i32);
+    let write = state.db.write();
+    let mut tx = write.begin().await.map_err(|e| db_error(&e))?;
+    let wanted = vec![sku.as_str().to_string()];
+    if sellables(&mut *tx, &wanted)
+        .await
+        .map_err(|e| db_error(&e))?
+        .is_empty()
+    {
+        return Err(ApiError::NotFound(format!(
+            "no sellable SKU {}",
+            sku.as_str()
+        )));
+    }
+    let available = sqlx::query_scalar!(
+        r#"select (on_hand - reserved)::bigint as "available!" from inventory where sku = $1"#,
+        sku.as_str()
+    )
+    .fetch_optional(&mut *tx)
+    .await
+    .map_err(|e| db_error(&e))?
+    .unwrap_or(0);
+    if available < input.quantity {
+        return Err(ApiError::Conflict(format!(
+            "only {available} units of {} are available for a sale of {}",
+            sku.as_str(),
+            input.quantity
+        )));
+    }
+    let duration_ms = i64::try_from(duration.as_millis()).unwrap_or(i64::MAX);
+    let hold_ms = i64::try_from(hold.as_millis()).unwrap_or(i64::MAX);
+    let id = sqlx::query_scalar!(
+        r#"
+        insert into flash_sales (sku, quantity, per_user_limit, price_minor, region, hold_ms, ends_at)
+        values ($1, $2, $3, $4, $5, $6, now() + $7 * interval '1 millisecond')
+        returning id
+        "#,
+        sku.as_str(),
+        quantity,
+        limit,
+        input.price_minor,
+        state.region,
+        hold_ms,
+        duration_ms as f64
+    )
+    .fetch_one(&mut *tx)
+    .await
+    .map_err(|e| db_error(&e))?;
+    write.commit(tx).await.map_err(|e| db_error(&e))?;
+    // A gate that cannot be opened now is opened by the region's workers,
+    // which rebuild the gate of every open sale Redis does not know.
+    let ttl = i64::try_from(duration.as_secs()).unwrap_or(i64::MAX / 2) + 86_400;
+    if let Err(error) = gate.open(id, quantity, limit, quantity, ttl, &[]).await {
+        tracing::warn!(sale = id, %error, "flash-sale gate not opened yet; the workers will");
+    }
+    tracing::info!(admin = %admin.name, sale = id, sku = sku.as_str(), quantity, "flash sale opened");
+    Ok(no_store(
+        StatusCode::CREATED,
+        json!({
+            "id": id,
+            "sku": sku.as_str(),
+            "quantity": quantity,
+            "per_user_limit": limit,
+            "price_minor": input.price_minor,
+            "region": state.region,
+        }),
+    ))
+}
+
+/// One claim: an answer from Redis alone.
+pub async fn claim(
+    State(state): State<FlashState>,
+    shopper: Shopper,
+    ApiPath(raw): ApiPath<String>,
+) -> Result<Response, ApiError> {
+    let user = shopper.user()?;
+    let id = sale_id(&raw)?;
+    let gate = state.gate()?;
+    let outcome = gate
+        .claim(id, user.as_str())
+        .await
+        .map_err(|e| gate_error(&state, e))?;
+    let (label, result) = match outcome {
+        Claim::Won { slot, user_seq } => (
+            "won",
+            Ok(no_store(
+                StatusCode::ACCEPTED,
+                json!({ "sale_id": id, "slot": slot, "unit": user_seq, "status": "queued" }),
+            )),
+        ),
+        Claim::SoldOut => (
+            "sold_out",
+            Err(flash_problem(
+                StatusCode::CONFLICT,
+                "sold-out",
+                "the flash sale is sold out",
+                id,
+            )),
+        ),
+        Claim::LimitReached => (
+            "limit",
+            Err(flash_problem(
+                StatusCode::CONFLICT,
+                "claim-limit",
+                "you have claimed as many units of this sale as allowed",
+                id,
+            )),
+        ),
+        Claim::Closed => (
+            "closed",
+            Err(flash_problem(
+                StatusCode::GONE,
+                "sale-closed",
+                "the flash sale is closed",
+                id,
+            )),
+        ),
+        Claim::NoSuchSale => (
+            "unknown",
+            Err(ApiError::NotFound(
+                "no such flash sale in this region".into(),
+            )),
+        ),
+    };
+    state.metrics.flash_claims.with_label_values(&[label]).inc();
+    result
+}
+
+fn flash_problem(status: StatusCode, slug: &'static str, detail: &str, sale: i64) -> ApiError {
+    let mut extensions = serde_json::Map::new();
+    extensions.insert("sale_id".into(), json!(sale));
+    ApiError::detailed(status, slug, detail, extensions)
+}
+
+/// The caller's claims of a sale as the ledger records them.
+pub async fn my_claims(
+    State(state): State<FlashState>,
+    shopper: Shopper,
+    ApiPath(raw): ApiPath<String>,
+) -> Result<Response, ApiError> {
+    let user = shopper.user()?;
+    let id = sale_id(&raw)?;
+    let claims = store::claims_of(&state.db, id, user.as_str())
+        .await
+        .map_err(|e| db_error(&e))?;
+    let items: Vec<serde_json::Value> = claims
+        .into_iter()
+        .map(|(slot, state, reservation)| json!({ "slot": slot, "state": state, "reservation_id": reservation }))
+        .collect();
+    Ok(no_store(
+        StatusCode::OK,
+        json!({ "sale_id": id, "claims": items }),
+    ))
+}
+
+/// A sale's books: the ledger's counts beside the gate's counter.
+pub async fn report(
+    State(state): State<FlashState>,
+    _admin: AdminUser,
+    ApiPath(raw): ApiPath<String>,
+) -> Result<Response, ApiError> {
+    let id = sale_id(&raw)?;
+    let sale = store::sale(&state.db, id)
+        .await
+        .map_err(|e| db_error(&e))?
+        .ok_or_else(|| ApiError::NotFound("no such flash sale".into()))?;
+    let counts = store::claim_counts(&state.db, id)
+        .await
+        .map_err(|e| db_error(&e))?;
+    let recorded: i64 = counts.iter().map(|(_, n)| n).sum();
+    let remaining = match state.gate() {
+        Ok(gate) => gate.remaining(id).await.ok().flatten(),
+        Err(_) => None,
+    };
+    let queued = remaining.map(|r| i64::from(sale.quantity) - r - recorded);
+    Ok(no_store(
+        StatusCode::OK,
+        json!({
+            "id": sale.id,
+            "sku": sale.sku,
+            "quantity": sale.quantity,
+            "state": sale.state,
+            "claims": counts.into_iter().collect::<std::collections::BTreeMap<_, _>>(),
+            "gate_remaining": remaining,
+            "queued": queued,
+        }),
+    ))
+}
