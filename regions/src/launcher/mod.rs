@@ -26,7 +26,7 @@ use meridian_topology::Topology;
 
 pub use binaries::Binaries;
 pub use orders::OrderServers;
-pub use postgres::{PostgresServer, Role};
+pub use postgres::{Durability, PostgresServer, Role};
 pub use redis::RedisServer;
 
 /// How long a server may take to become ready.
@@ -93,6 +93,7 @@ pub struct LocalStack {
     pub bins: Binaries,
     pub regions: BTreeMap<String, RegionServers>,
     pub primary: PostgresServer,
+    durability: Durability,
     root: PathBuf,
     /// Keeps a temporary root alive (and removes it) for tests.
     _temp: Option<tempfile::TempDir>,
@@ -102,24 +103,34 @@ impl LocalStack {
     /// Starts the primary, every region's replicas and Redis, in `root`
     /// (created if missing; must not hold an earlier stack's data).
     pub fn start(topology: &Topology, root: &Path) -> Result<Self, LaunchError> {
-        Self::start_in(topology, root.to_path_buf(), None)
+        Self::start_in(topology, root.to_path_buf(), None, Durability::Throwaway)
     }
 
     /// Like [`LocalStack::start`] in a fresh temporary directory that is
     /// removed when the stack is dropped (for tests).
     pub fn start_temporary(topology: &Topology) -> Result<Self, LaunchError> {
+        Self::start_temporary_with(topology, Durability::Throwaway)
+    }
+
+    /// Like [`LocalStack::start_temporary`] with servers of the given
+    /// durability (the benchmarks measure durable servers).
+    pub fn start_temporary_with(
+        topology: &Topology,
+        durability: Durability,
+    ) -> Result<Self, LaunchError> {
         let temp = tempfile::Builder::new()
             .prefix("meridian-stack-")
             .tempdir()
             .map_err(|e| LaunchError::io("create a temporary directory", e))?;
         let root = temp.path().to_path_buf();
-        Self::start_in(topology, root, Some(temp))
+        Self::start_in(topology, root, Some(temp), durability)
     }
 
     fn start_in(
         topology: &Topology,
         root: PathBuf,
         temp: Option<tempfile::TempDir>,
+        durability: Durability,
     ) -> Result<Self, LaunchError> {
         let bins = Binaries::discover()?;
         std::fs::create_dir_all(&root)
@@ -138,7 +149,7 @@ impl LocalStack {
         let primary = with_port_retry(primary_endpoint.port, |port, retry| {
             let dir = root.join("pg-primary");
             clear_failed_attempt(&dir, retry);
-            PostgresServer::start_primary(&bins, "catalog-primary", &dir, port)
+            PostgresServer::start_primary(&bins, "catalog-primary", &dir, port, durability)
         })?;
         primary.sql("postgres", &format!("create database {CATALOG_DATABASE}"))?;
 
@@ -149,7 +160,14 @@ impl LocalStack {
                 let server = with_port_retry(replica.port, |port, retry| {
                     let dir = root.join(format!("pg-{}", replica.name));
                     clear_failed_attempt(&dir, retry);
-                    PostgresServer::start_replica(&bins, &primary, &replica.name, &dir, port)
+                    PostgresServer::start_replica(
+                        &bins,
+                        &primary,
+                        &replica.name,
+                        &dir,
+                        port,
+                        durability,
+                    )
                 })?;
                 replicas.push(server);
             }
@@ -175,6 +193,7 @@ impl LocalStack {
             bins,
             regions,
             primary,
+            durability,
             root,
             _temp: temp,
         })
@@ -187,7 +206,12 @@ impl LocalStack {
                 continue;
             };
             if servers.orders.is_none() {
-                servers.orders = Some(OrderServers::start(&self.bins, region, &self.root)?);
+                servers.orders = Some(OrderServers::start(
+                    &self.bins,
+                    region,
+                    &self.root,
+                    self.durability,
+                )?);
             }
         }
         Ok(())

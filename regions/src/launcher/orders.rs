@@ -8,7 +8,9 @@ use std::path::Path;
 
 use meridian_topology::RegionFile;
 
-use super::{Binaries, LaunchError, PostgresServer, clear_failed_attempt, with_port_retry};
+use super::{
+    Binaries, Durability, LaunchError, PostgresServer, clear_failed_attempt, with_port_retry,
+};
 
 /// One shard's place: the server (index into [`OrderServers::servers`]) and
 /// the database.
@@ -29,7 +31,12 @@ pub struct OrderServers {
 impl OrderServers {
     /// Starts the servers of `region`'s shards under `root` and creates each
     /// shard's database.
-    pub fn start(bins: &Binaries, region: &RegionFile, root: &Path) -> Result<Self, LaunchError> {
+    pub fn start(
+        bins: &Binaries,
+        region: &RegionFile,
+        root: &Path,
+        durability: Durability,
+    ) -> Result<Self, LaunchError> {
         let mut servers: Vec<PostgresServer> = Vec::new();
         // Configured port (0 = the region's shared server) → server index.
         let mut by_port: BTreeMap<u16, usize> = BTreeMap::new();
@@ -46,7 +53,7 @@ impl OrderServers {
                     let server = with_port_retry(shard.port, |port, retry| {
                         let dir = root.join(format!("pg-{name}"));
                         clear_failed_attempt(&dir, retry);
-                        PostgresServer::start_primary(bins, &name, &dir, port)
+                        PostgresServer::start_primary(bins, &name, &dir, port, durability)
                     })?;
                     servers.push(server);
                     by_port.insert(shard.port, servers.len() - 1);

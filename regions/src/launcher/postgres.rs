@@ -1,6 +1,8 @@
 //! PostgreSQL servers started from the installed binaries: the catalog
 //! primary (`initdb`) and streaming replicas (`pg_basebackup -R`, real
-//! streaming replication). Tuned for throwaway local use: no fsync.
+//! streaming replication). Tuned for throwaway local use — no fsync —
+//! unless started [`Durability::Durable`] (benchmarks: fsync and full-page
+//! writes on, as in production).
 
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
@@ -39,6 +41,30 @@ const SERVER_SETTINGS: &[(&str, &str)] = &[
     ("log_line_prefix", "%m [%p] %a "),
 ];
 
+/// Whether a server flushes its commits to disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Durability {
+    /// `fsync=off`, `full_page_writes=off`: for development and tests.
+    #[default]
+    Throwaway,
+    /// `fsync=on`, `full_page_writes=on`, `synchronous_commit=on`: what the
+    /// benchmarks measure against.
+    Durable,
+}
+
+impl Durability {
+    fn overrides(self) -> &'static [(&'static str, &'static str)] {
+        match self {
+            Durability::Throwaway => &[],
+            Durability::Durable => &[
+                ("fsync", "on"),
+                ("full_page_writes", "on"),
+                ("shared_buffers", "256MB"),
+            ],
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
     Primary,
@@ -52,6 +78,7 @@ pub struct PostgresServer {
     port: u16,
     data_dir: PathBuf,
     bins: Binaries,
+    durability: Durability,
     process: Option<ManagedProcess>,
 }
 
@@ -63,6 +90,7 @@ impl PostgresServer {
         name: &str,
         data_dir: &Path,
         port: u16,
+        durability: Durability,
     ) -> Result<Self, LaunchError> {
         prepare_data_dir(bins, data_dir)?;
         let mut initdb = Command::new(bins.pg("initdb"));
@@ -83,6 +111,7 @@ impl PostgresServer {
             port,
             data_dir: data_dir.to_path_buf(),
             bins: bins.clone(),
+            durability,
             process: None,
         };
         server.start()?;
@@ -97,6 +126,7 @@ impl PostgresServer {
         name: &str,
         data_dir: &Path,
         port: u16,
+        durability: Durability,
     ) -> Result<Self, LaunchError> {
         prepare_data_dir(bins, data_dir)?;
         let mut basebackup = Command::new(bins.pg("pg_basebackup"));
@@ -116,6 +146,7 @@ impl PostgresServer {
             port,
             data_dir: data_dir.to_path_buf(),
             bins: bins.clone(),
+            durability,
             process: None,
         };
         server.start()?;
@@ -160,7 +191,8 @@ impl PostgresServer {
             .arg("-p")
             .arg(self.port.to_string())
             .args(["-c", &format!("cluster_name={}", self.name)]);
-        for (key, value) in SERVER_SETTINGS {
+        // Later `-c` options win: the durability overrides come last.
+        for (key, value) in SERVER_SETTINGS.iter().chain(self.durability.overrides()) {
             command.arg("-c").arg(format!("{key}={value}"));
         }
         as_pg_user(&self.bins, &mut command);

@@ -438,3 +438,184 @@ async fn a_shard_outage_stops_only_its_own_users() {
     assert_eq!(stack.stock(&sku).await, (99, 0, 1));
     assert_eq!(stack.psp("primary").ledger().await.len(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_write_requests_get_problem_json_and_change_nothing() {
+    let stack = shop_stack(10).await;
+    let origin = stack.origin(HOME).await;
+    let sku = stack.sellable_skus(1).await[0].0.clone();
+    let shopper = Shopper::new(&origin, "careful-user");
+    shopper.add(&sku, 1).await;
+    let url = |path: &str| format!("{}{path}", origin.url);
+    let token = shopper.token.clone();
+    let huge = format!(
+        r#"{{"sku":"{sku}","quantity":1,"pad":"{}"}}"#,
+        "x".repeat(70_000)
+    );
+    let cases: Vec<(&str, reqwest::RequestBuilder, u16)> = vec![
+        (
+            "malformed JSON",
+            origin
+                .client
+                .post(url("/v1/cart/items"))
+                .bearer_auth(&token)
+                .header("content-type", "application/json")
+                .body("{\"sku\":"),
+            400,
+        ),
+        (
+            "no content type",
+            origin
+                .client
+                .post(url("/v1/cart/items"))
+                .bearer_auth(&token)
+                .body("{}"),
+            415,
+        ),
+        (
+            "oversized body",
+            origin
+                .client
+                .post(url("/v1/cart/items"))
+                .bearer_auth(&token)
+                .header("content-type", "application/json")
+                .body(huge),
+            413,
+        ),
+        (
+            "quantity beyond i64",
+            origin
+                .client
+                .post(url("/v1/cart/items"))
+                .bearer_auth(&token)
+                .header("content-type", "application/json")
+                .body(format!(
+                    r#"{{"sku":"{sku}","quantity":99999999999999999999999}}"#
+                )),
+            422,
+        ),
+        (
+            "bad SKU in path",
+            origin
+                .client
+                .patch(url("/v1/cart/items/not%20a%20sku"))
+                .bearer_auth(&token)
+                .json(&json!({ "quantity": 1 })),
+            400,
+        ),
+        (
+            "expired token",
+            origin.client.get(url("/v1/cart")).bearer_auth(
+                meridian_topology::shopper_token::TokenSigner::hs256(crate::helpers::JWT_SECRET)
+                    .unwrap()
+                    .mint(
+                        "careful-user",
+                        HOME,
+                        Duration::from_secs(1),
+                        std::time::SystemTime::now() - Duration::from_secs(3600),
+                    )
+                    .unwrap(),
+            ),
+            401,
+        ),
+        (
+            "not a bearer token",
+            origin
+                .client
+                .get(url("/v1/cart"))
+                .header("authorization", "Basic dTpw"),
+            401,
+        ),
+        (
+            "control characters in the key",
+            origin
+                .client
+                .post(url("/v1/checkout"))
+                .bearer_auth(&token)
+                .header("idempotency-key", "a b")
+                .json(&json!({})),
+            400,
+        ),
+        (
+            "checkout body not an object",
+            origin
+                .client
+                .post(url("/v1/checkout"))
+                .bearer_auth(&token)
+                .header("idempotency-key", "k-array")
+                .json(&json!([1, 2])),
+            422,
+        ),
+        (
+            "bad payment method",
+            origin
+                .client
+                .post(url("/v1/checkout"))
+                .bearer_auth(&token)
+                .header("idempotency-key", "k-pm")
+                .json(&json!({ "payment_method": "../x" })),
+            422,
+        ),
+        (
+            "unknown flash sale",
+            origin
+                .client
+                .post(url("/v1/flash-sales/999999/claim"))
+                .bearer_auth(&token),
+            404,
+        ),
+        (
+            "flash sale id not a number",
+            origin
+                .client
+                .post(url("/v1/flash-sales/abc/claim"))
+                .bearer_auth(&token),
+            404,
+        ),
+        (
+            "guest claim",
+            origin.client.post(url("/v1/flash-sales/1/claim")),
+            401,
+        ),
+        (
+            "flash sale without a token",
+            origin
+                .client
+                .post(url("/v1/admin/flash-sales"))
+                .json(&json!({ "sku": sku, "quantity": 1 })),
+            401,
+        ),
+        (
+            "flash sale of zero units",
+            origin
+                .client
+                .post(url("/v1/admin/flash-sales"))
+                .bearer_auth(TOKEN)
+                .json(&json!({ "sku": sku, "quantity": 0 })),
+            422,
+        ),
+    ];
+    for (name, request, status) in cases {
+        let response = request.send().await.expect(name);
+        assert_eq!(response.status().as_u16(), status, "{name}");
+        assert_eq!(
+            response.headers()["content-type"],
+            "application/problem+json",
+            "{name}"
+        );
+    }
+    // Nothing changed: the cart holds its one line, no order, no charge.
+    let cart: Value = origin
+        .client
+        .get(url("/v1/cart"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(cart["item_count"], 1);
+    assert!(orders_by_state(&stack).await.is_empty());
+    assert!(stack.psp("primary").ledger().await.is_empty());
+}

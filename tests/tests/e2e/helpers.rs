@@ -179,7 +179,9 @@ impl TestOrigin {
         origin
             .wait_for(
                 "replicas and redis usable",
-                Duration::from_secs(10),
+                // Generous: tests run two at a time on a 2-core machine,
+                // each with its own PostgreSQL and Redis servers.
+                Duration::from_secs(30),
                 |body| body.contains("\"usable\":true") && !body.contains("\"redis\":false"),
             )
             .await;
