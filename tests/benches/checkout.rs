@@ -16,7 +16,8 @@
 //!
 //! Run with `tests/benches/checkout.sh`. `BENCH_SECONDS` (default 10),
 //! `BENCH_CONCURRENCY` (checkout clients, default 64) and `BENCH_USERS`
-//! (prepared carts, default 30000) tune it. Everything shares the
+//! (prepared carts, default 30000) tune it; `BENCH_PHASES` picks phases
+//! (default `hot,checkout,flash`). Everything shares the
 //! machine's cores: the load generators run on it too.
 
 #![allow(clippy::expect_used, clippy::unwrap_used)]
@@ -126,6 +127,9 @@ async fn run() {
     let seconds = env_u64("BENCH_SECONDS", 10);
     let concurrency = env_u64("BENCH_CONCURRENCY", 64) as usize;
     let users = env_u64("BENCH_USERS", 30_000) as usize;
+    #[allow(clippy::disallowed_methods)] // a bench knob, not service config
+    let phases = std::env::var("BENCH_PHASES").unwrap_or_else(|_| "hot,checkout,flash".into());
+    let phase = |name: &str| phases.split(',').any(|p| p.trim() == name);
 
     let topology = Topology::embedded()
         .unwrap()
@@ -214,200 +218,209 @@ async fn run() {
     println!("{} sellable SKUs; origin at {origin}\n", skus.len());
 
     // 1. One hot SKU.
-    let hot = skus[0].clone();
-    sql(
-        &primary,
-        &format!("update inventory set on_hand = 100000000, reserved = 0 where sku = '{hot}'"),
-    )
-    .await;
-    let baseline = plain_updates(&primary, &hot, seconds).await;
-    sql(
-        &primary,
-        &format!("update inventory set reserved = 0 where sku = '{hot}'"),
-    )
-    .await;
-    let (batched, batched_latency) = batched_reservations(&config, &hot, seconds).await;
-    let (on_hand, reserved): (i32, i32) = {
-        let mut conn = sqlx::PgConnection::connect(&primary).await.unwrap();
-        sqlx::query_as("select on_hand, reserved from inventory where sku = $1")
-            .bind(&hot)
-            .fetch_one(&mut conn)
-            .await
-            .unwrap()
-    };
-    let held_rows = scalar(
-        &primary,
-        &format!("select count(*) from reservation_lines where sku = '{hot}'"),
-    )
-    .await;
-    println!("hot SKU {hot}:");
-    println!(
-        "  plain conditional UPDATE, 64 clients:   {:>8.0} reservations/s",
-        baseline
-    );
-    println!(
-        "  batched reservation queue, 512 clients: {:>8.0} reservations/s (p50 {:.1} ms, p99 {:.1} ms)  goal >= 5000",
-        batched.0 as f64 / batched.1,
-        ms(&batched_latency, 0.5),
-        ms(&batched_latency, 0.99)
-    );
-    println!(
-        "  invariant: reserved {reserved} = holds {held_rows} = granted {}, reserved <= on_hand {on_hand}: oversell = {}\n",
-        batched.0,
-        i64::from(
-            reserved > on_hand || i64::from(reserved) != held_rows || held_rows != batched.0 as i64
+    if phase("hot") {
+        let hot = skus[0].clone();
+        sql(
+            &primary,
+            &format!("update inventory set on_hand = 100000000, reserved = 0 where sku = '{hot}'"),
         )
-    );
-    sql(&primary, "delete from reservation_lines; delete from reservations; update inventory set reserved = 0").await;
+        .await;
+        let baseline = plain_updates(&primary, &hot, seconds).await;
+        sql(
+            &primary,
+            &format!("update inventory set reserved = 0 where sku = '{hot}'"),
+        )
+        .await;
+        let (batched, batched_latency) = batched_reservations(&config, &hot, seconds).await;
+        let (on_hand, reserved): (i32, i32) = {
+            let mut conn = sqlx::PgConnection::connect(&primary).await.unwrap();
+            sqlx::query_as("select on_hand, reserved from inventory where sku = $1")
+                .bind(&hot)
+                .fetch_one(&mut conn)
+                .await
+                .unwrap()
+        };
+        let held_rows = scalar(
+            &primary,
+            &format!("select count(*) from reservation_lines where sku = '{hot}'"),
+        )
+        .await;
+        println!("hot SKU {hot}:");
+        println!(
+            "  plain conditional UPDATE, 64 clients:   {:>8.0} reservations/s",
+            baseline
+        );
+        println!(
+            "  batched reservation queue, 512 clients: {:>8.0} reservations/s (p50 {:.1} ms, p99 {:.1} ms)  goal >= 5000",
+            batched.0 as f64 / batched.1,
+            ms(&batched_latency, 0.5),
+            ms(&batched_latency, 0.99)
+        );
+        println!(
+            "  invariant: reserved {reserved} = holds {held_rows} = granted {}, reserved <= on_hand {on_hand}: oversell = {}\n",
+            batched.0,
+            i64::from(
+                reserved > on_hand
+                    || i64::from(reserved) != held_rows
+                    || held_rows != batched.0 as i64
+            )
+        );
+        sql(&primary, "delete from reservation_lines; delete from reservations; update inventory set reserved = 0").await;
+    }
 
     // 2. Checkout, spread over many SKUs.
-    sql(
-        &primary,
-        "update inventory set on_hand = 1000000, reserved = 0, sold = 0",
-    )
-    .await;
-    let initial: i64 = scalar(&primary, "select sum(on_hand)::bigint from inventory").await;
-    println!("preparing {users} carts ...");
-    let tokens: Vec<String> = (0..users).map(|i| token(&format!("bench-{i}"))).collect();
-    let next = AtomicUsize::new(0);
-    let prepare = (0..concurrency).map(|_| async {
-        loop {
-            let i = next.fetch_add(1, Ordering::Relaxed);
-            if i >= users {
-                break;
+    if phase("checkout") {
+        sql(
+            &primary,
+            "update inventory set on_hand = 1000000, reserved = 0, sold = 0",
+        )
+        .await;
+        let initial: i64 = scalar(&primary, "select sum(on_hand)::bigint from inventory").await;
+        println!("preparing {users} carts ...");
+        let tokens: Vec<String> = (0..users).map(|i| token(&format!("bench-{i}"))).collect();
+        let next = AtomicUsize::new(0);
+        let prepare = (0..concurrency).map(|_| async {
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= users {
+                    break;
+                }
+                for line in 0..(1 + i % 3) {
+                    let sku = &skus[1 + (i * 7 + line * 131) % (skus.len() - 2)];
+                    let response = client
+                        .post(format!("{origin}/v1/cart/items"))
+                        .bearer_auth(&tokens[i])
+                        .json(&json!({ "sku": sku, "quantity": 1 + line }))
+                        .send()
+                        .await
+                        .unwrap();
+                    assert_eq!(response.status(), 200);
+                }
             }
-            for line in 0..(1 + i % 3) {
-                let sku = &skus[1 + (i * 7 + line * 131) % (skus.len() - 2)];
+        });
+        futures::future::join_all(prepare).await;
+        let latencies = Mutex::new(histogram());
+        let statuses: Mutex<BTreeMap<u16, u64>> = Mutex::new(BTreeMap::new());
+        let next = AtomicUsize::new(0);
+        let started = Instant::now();
+        let deadline = started + Duration::from_secs(seconds);
+        let load = (0..concurrency).map(|_| async {
+            let mut local = histogram();
+            let mut counts: BTreeMap<u16, u64> = BTreeMap::new();
+            while Instant::now() < deadline {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= users {
+                    break;
+                }
+                let sent = Instant::now();
                 let response = client
-                    .post(format!("{origin}/v1/cart/items"))
+                    .post(format!("{origin}/v1/checkout"))
                     .bearer_auth(&tokens[i])
-                    .json(&json!({ "sku": sku, "quantity": 1 + line }))
+                    .header("idempotency-key", format!("bench-{i}"))
+                    .json(&json!({}))
                     .send()
                     .await
                     .unwrap();
-                assert_eq!(response.status(), 200);
+                let status = response.status().as_u16();
+                let _ = response.bytes().await;
+                local.record(sent.elapsed().as_micros() as u64).unwrap();
+                *counts.entry(status).or_default() += 1;
             }
-        }
-    });
-    futures::future::join_all(prepare).await;
-    let latencies = Mutex::new(histogram());
-    let statuses: Mutex<BTreeMap<u16, u64>> = Mutex::new(BTreeMap::new());
-    let next = AtomicUsize::new(0);
-    let started = Instant::now();
-    let deadline = started + Duration::from_secs(seconds);
-    let load = (0..concurrency).map(|_| async {
-        let mut local = histogram();
-        let mut counts: BTreeMap<u16, u64> = BTreeMap::new();
-        while Instant::now() < deadline {
-            let i = next.fetch_add(1, Ordering::Relaxed);
-            if i >= users {
-                break;
+            latencies.lock().add(&local).unwrap();
+            let mut all = statuses.lock();
+            for (status, n) in counts {
+                *all.entry(status).or_default() += n;
             }
-            let sent = Instant::now();
-            let response = client
-                .post(format!("{origin}/v1/checkout"))
-                .bearer_auth(&tokens[i])
-                .header("idempotency-key", format!("bench-{i}"))
-                .json(&json!({}))
-                .send()
-                .await
-                .unwrap();
-            let status = response.status().as_u16();
-            let _ = response.bytes().await;
-            local.record(sent.elapsed().as_micros() as u64).unwrap();
-            *counts.entry(status).or_default() += 1;
-        }
-        latencies.lock().add(&local).unwrap();
-        let mut all = statuses.lock();
-        for (status, n) in counts {
-            *all.entry(status).or_default() += n;
-        }
-    });
-    futures::future::join_all(load).await;
-    let elapsed = started.elapsed().as_secs_f64();
-    let latencies = latencies.into_inner();
-    let statuses = statuses.into_inner();
-    let created = statuses.get(&201).copied().unwrap_or(0);
-    // Let the last captures settle before the books are checked.
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let (on_hand_sum, sold_sum, reserved_sum, negative): (i64, i64, i64, i64) = {
-        let mut conn = sqlx::PgConnection::connect(&primary).await.unwrap();
-        sqlx::query_as(
-            "select sum(on_hand)::bigint, sum(sold)::bigint, sum(reserved)::bigint,
+        });
+        futures::future::join_all(load).await;
+        let elapsed = started.elapsed().as_secs_f64();
+        let latencies = latencies.into_inner();
+        let statuses = statuses.into_inner();
+        let created = statuses.get(&201).copied().unwrap_or(0);
+        // Let the last captures settle before the books are checked.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let (on_hand_sum, sold_sum, reserved_sum, negative): (i64, i64, i64, i64) = {
+            let mut conn = sqlx::PgConnection::connect(&primary).await.unwrap();
+            sqlx::query_as(
+                "select sum(on_hand)::bigint, sum(sold)::bigint, sum(reserved)::bigint,
                     count(*) filter (where on_hand < 0 or reserved > on_hand)
              from inventory",
-        )
-        .fetch_one(&mut conn)
-        .await
-        .unwrap()
-    };
-    let mut orders_captured = 0;
-    let mut units_ordered = 0;
-    for (_, _, url) in stack.order_shard_urls() {
-        orders_captured +=
-            scalar(&url, "select count(*) from orders where state = 'captured'").await;
-        units_ordered += scalar(
-            &url,
-            "select coalesce(sum((l->>'quantity')::bigint), 0)::bigint
-             from orders, jsonb_array_elements(lines) l where state in ('captured', 'confirmed')",
-        )
-        .await;
-    }
-    let ledger: Value = client
-        .get(format!("{}/v1/ledger", primary_psp.url))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let mut per_order: BTreeMap<String, usize> = BTreeMap::new();
-    let mut captured_intents = 0;
-    for intent in ledger["payment_intents"].as_array().unwrap() {
-        *per_order
-            .entry(
-                intent["metadata"]["order_id"]
-                    .as_str()
-                    .unwrap_or("")
-                    .to_string(),
             )
-            .or_default() += 1;
-        captured_intents += usize::from(intent["status"] == "captured");
+            .fetch_one(&mut conn)
+            .await
+            .unwrap()
+        };
+        let mut orders_captured = 0;
+        let mut units_ordered = 0;
+        for (_, _, url) in stack.order_shard_urls() {
+            orders_captured +=
+                scalar(&url, "select count(*) from orders where state = 'captured'").await;
+            units_ordered += scalar(
+                &url,
+                "select coalesce(sum((l->>'quantity')::bigint), 0)::bigint
+             from orders, jsonb_array_elements(lines) l where state in ('captured', 'confirmed')",
+            )
+            .await;
+        }
+        let ledger: Value = client
+            .get(format!("{}/v1/ledger", primary_psp.url))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let mut per_order: BTreeMap<String, usize> = BTreeMap::new();
+        let mut captured_intents = 0;
+        for intent in ledger["payment_intents"].as_array().unwrap() {
+            *per_order
+                .entry(
+                    intent["metadata"]["order_id"]
+                        .as_str()
+                        .unwrap_or("")
+                        .to_string(),
+                )
+                .or_default() += 1;
+            captured_intents += usize::from(intent["status"] == "captured");
+        }
+        let double_charges = per_order.values().filter(|n| **n > 1).count();
+        println!(
+            "checkout (POST /v1/checkout, carts of 1-3 lines over {} SKUs, PSP latency 2 ms, {concurrency} clients):",
+            skus.len() - 2
+        );
+        println!(
+            "  {:.0} orders/s ({created} orders in {elapsed:.1} s), p50 {:.1} ms, p95 {:.1} ms, p99 {:.1} ms  goal >= 1000/s, p95 < 50 ms",
+            created as f64 / elapsed,
+            ms(&latencies, 0.5),
+            ms(&latencies, 0.95),
+            ms(&latencies, 0.99)
+        );
+        println!("  answers: {statuses:?}");
+        println!(
+            "  invariant: stock {initial} = on hand {on_hand_sum} + sold {sold_sum} ({}); units sold {sold_sum} = units in orders {units_ordered}; held {reserved_sum}; rows below zero or over-held {negative}: oversell = {}",
+            if initial == on_hand_sum + sold_sum {
+                "ok"
+            } else {
+                "MISMATCH"
+            },
+            i64::from(
+                negative > 0 || initial != on_hand_sum + sold_sum || sold_sum != units_ordered
+            )
+        );
+        println!(
+            "  invariant: orders captured {orders_captured}, captured payments {captured_intents}: double charges = {double_charges}\n"
+        );
     }
-    let double_charges = per_order.values().filter(|n| **n > 1).count();
-    println!(
-        "checkout (POST /v1/checkout, carts of 1-3 lines over {} SKUs, PSP latency 2 ms, {concurrency} clients):",
-        skus.len() - 2
-    );
-    println!(
-        "  {:.0} orders/s ({created} orders in {elapsed:.1} s), p50 {:.1} ms, p95 {:.1} ms, p99 {:.1} ms  goal >= 1000/s, p95 < 50 ms",
-        created as f64 / elapsed,
-        ms(&latencies, 0.5),
-        ms(&latencies, 0.95),
-        ms(&latencies, 0.99)
-    );
-    println!("  answers: {statuses:?}");
-    println!(
-        "  invariant: stock {initial} = on hand {on_hand_sum} + sold {sold_sum} ({}); units sold {sold_sum} = units in orders {units_ordered}; held {reserved_sum}; rows below zero or over-held {negative}: oversell = {}",
-        if initial == on_hand_sum + sold_sum {
-            "ok"
-        } else {
-            "MISMATCH"
-        },
-        i64::from(negative > 0 || initial != on_hand_sum + sold_sum || sold_sum != units_ordered)
-    );
-    println!(
-        "  invariant: orders captured {orders_captured}, captured payments {captured_intents}: double charges = {double_charges}\n"
-    );
 
     // 3. Flash-sale claims.
-    let flash_sku = skus[skus.len() - 1].clone();
-    sql(
-        &primary,
-        &format!("update inventory set on_hand = 1000000 where sku = '{flash_sku}'"),
-    )
-    .await;
-    let sale: Value = client
+    if phase("flash") {
+        let flash_sku = skus[skus.len() - 1].clone();
+        sql(
+            &primary,
+            &format!("update inventory set on_hand = 1000000 where sku = '{flash_sku}'"),
+        )
+        .await;
+        let sale: Value = client
         .post(format!("{origin}/v1/admin/flash-sales"))
         .bearer_auth(ADMIN)
         .json(&json!({ "sku": flash_sku, "quantity": 1000000, "per_user_limit": 100, "duration": "1h" }))
@@ -417,83 +430,86 @@ async fn run() {
         .json()
         .await
         .unwrap();
-    let sale_id = sale["id"].as_i64().unwrap();
-    let claimants: Vec<String> = (0..10_000).map(|i| token(&format!("fan-{i}"))).collect();
-    let token_file = stack.root().join("claim-tokens.txt");
-    std::fs::write(&token_file, claimants.join("\n")).unwrap();
-    let script = stack.root().join("claim.lua");
-    std::fs::write(
-        &script,
-        CLAIM_LUA.replace("TOKENS", &token_file.display().to_string()),
-    )
-    .unwrap();
-    let claim_url = format!("{origin}/v1/flash-sales/{sale_id}/claim");
-    let wrk = Command::new("wrk")
-        .args(["-t2", "-c256", "--latency"])
-        .arg(format!("-d{seconds}s"))
-        .arg("-s")
-        .arg(&script)
-        .arg(&claim_url)
-        .output();
-    let (claims_rate, claim_p50, claim_p99, won) = match wrk {
-        Ok(output) if output.status.success() => {
-            let text = String::from_utf8_lossy(&output.stdout).to_string();
-            let rate = wrk_value(&text, "Requests/sec:");
-            let p50 = wrk_value(&text, "50%");
-            let p99 = wrk_value(&text, "99%");
-            let report: Value = client
-                .get(format!("{origin}/v1/admin/flash-sales/{sale_id}"))
-                .bearer_auth(ADMIN)
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
-            let won = 1_000_000 - report["gate_remaining"].as_i64().unwrap_or(0);
-            (rate, p50, p99, won)
+        let sale_id = sale["id"].as_i64().unwrap();
+        let claimants: Vec<String> = (0..10_000).map(|i| token(&format!("fan-{i}"))).collect();
+        let token_file = stack.root().join("claim-tokens.txt");
+        std::fs::write(&token_file, claimants.join("\n")).unwrap();
+        let script = stack.root().join("claim.lua");
+        std::fs::write(
+            &script,
+            CLAIM_LUA.replace("TOKENS", &token_file.display().to_string()),
+        )
+        .unwrap();
+        let claim_url = format!("{origin}/v1/flash-sales/{sale_id}/claim");
+        let wrk = Command::new("wrk")
+            .args(["-t2", "-c256", "--latency"])
+            .arg(format!("-d{seconds}s"))
+            .arg("-s")
+            .arg(&script)
+            .arg(&claim_url)
+            .output();
+        let (claims_rate, claim_p50, claim_p99, won) = match wrk {
+            Ok(output) if output.status.success() => {
+                let text = String::from_utf8_lossy(&output.stdout).to_string();
+                let rate = wrk_value(&text, "Requests/sec:");
+                let p50 = wrk_value(&text, "50%");
+                let p99 = wrk_value(&text, "99%");
+                let report: Value = client
+                    .get(format!("{origin}/v1/admin/flash-sales/{sale_id}"))
+                    .bearer_auth(ADMIN)
+                    .send()
+                    .await
+                    .unwrap()
+                    .json()
+                    .await
+                    .unwrap();
+                let won = 1_000_000 - report["gate_remaining"].as_i64().unwrap_or(0);
+                (rate, p50, p99, won)
+            }
+            other => {
+                println!("wrk failed or is missing ({other:?}); flash-sale figures skipped");
+                (f64::NAN, f64::NAN, f64::NAN, 0)
+            }
+        };
+        // Drain: won claims become reservations.
+        let drain_started = Instant::now();
+        let mut recorded = 0;
+        while drain_started.elapsed() < Duration::from_secs(120) {
+            recorded = scalar(
+                &primary,
+                &format!("select count(*) from flash_claims where sale_id = {sale_id}"),
+            )
+            .await;
+            if recorded >= won {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
         }
-        other => {
-            println!("wrk failed or is missing ({other:?}); flash-sale figures skipped");
-            (f64::NAN, f64::NAN, f64::NAN, 0)
-        }
-    };
-    // Drain: won claims become reservations.
-    let drain_started = Instant::now();
-    let mut recorded = 0;
-    while drain_started.elapsed() < Duration::from_secs(120) {
-        recorded = scalar(
+        let drain = drain_started.elapsed().as_secs_f64();
+        let held = scalar(
             &primary,
-            &format!("select count(*) from flash_claims where sale_id = {sale_id}"),
+            &format!("select reserved::bigint from inventory where sku = '{flash_sku}'"),
         )
         .await;
-        if recorded >= won {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        let slots_over = scalar(
+            &primary,
+            &format!(
+                "select count(*) from flash_claims where sale_id = {sale_id} and slot > 1000000"
+            ),
+        )
+        .await;
+        println!("flash sale (POST /v1/flash-sales/{{id}}/claim, wrk -t2 -c256, 10,000 shoppers):");
+        println!(
+            "  {claims_rate:.0} claims/s, p50 {claim_p50:.2} ms, p99 {claim_p99:.2} ms  goal >= 40000/s"
+        );
+        println!(
+            "  {won} claims won; {recorded} turned into reservations, the last {drain:.1} s after the load stopped"
+        );
+        println!(
+            "  invariant: won {won} = ledger {recorded} = units held {held}, slots beyond the quantity {slots_over}: oversell = {}",
+            i64::from(!(won == recorded && recorded == held && slots_over == 0))
+        );
     }
-    let drain = drain_started.elapsed().as_secs_f64();
-    let held = scalar(
-        &primary,
-        &format!("select reserved::bigint from inventory where sku = '{flash_sku}'"),
-    )
-    .await;
-    let slots_over = scalar(
-        &primary,
-        &format!("select count(*) from flash_claims where sale_id = {sale_id} and slot > 1000000"),
-    )
-    .await;
-    println!("flash sale (POST /v1/flash-sales/{{id}}/claim, wrk -t2 -c256, 10,000 shoppers):");
-    println!(
-        "  {claims_rate:.0} claims/s, p50 {claim_p50:.2} ms, p99 {claim_p99:.2} ms  goal >= 40000/s"
-    );
-    println!(
-        "  {won} claims won; {recorded} turned into reservations, the last {drain:.1} s after the load stopped"
-    );
-    println!(
-        "  invariant: won {won} = ledger {recorded} = units held {held}, slots beyond the quantity {slots_over}: oversell = {}",
-        i64::from(!(won == recorded && recorded == held && slots_over == 0))
-    );
 
     stop.cancel();
     let _ = serving.await;

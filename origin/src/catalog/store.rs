@@ -301,6 +301,8 @@ pub struct Sellable {
 
 /// The sellable SKUs among `skus` (unknown ones are left out). Takes any
 /// executor: carts read it from a replica, checkout from the primary.
+/// Driven by `unnest` so every look-up is an index probe, whatever plan
+/// the (generic) prepared statement gets.
 pub async fn sellables<'e>(
     executor: impl sqlx::PgExecutor<'e>,
     skus: &[String],
@@ -310,13 +312,14 @@ pub async fn sellables<'e>(
         select v.sku as "sku!", p.id as "product_id!", p.name as "name!",
                coalesce(v.price_minor, p.price_minor) as "price_minor!",
                p.currency::text as "currency!"
-        from product_variants v join products p on p.id = v.product_id
-        where v.sku = any($1)
+        from unnest($1::text[]) as wanted(sku)
+        join product_variants v on v.sku = wanted.sku
+        join products p on p.id = v.product_id
         union all
         select p.sku, p.id, p.name, p.price_minor, p.currency::text
-        from products p
-        where p.sku = any($1)
-          and not exists (select 1 from product_variants v where v.product_id = p.id)
+        from unnest($1::text[]) as wanted(sku)
+        join products p on p.sku = wanted.sku
+        where not exists (select 1 from product_variants v where v.product_id = p.id)
         "#,
         skus
     )

@@ -73,7 +73,8 @@ impl ShardRouter {
                     which: format!("order shard {name}"),
                     source,
                 })?
-                .application_name(&format!("meridian-origin-{region}-{name}"));
+                .application_name(&format!("meridian-origin-{region}-{name}"))
+                .options(crate::db::GENERIC_PLANS);
             let pool = PgPoolOptions::new()
                 .max_connections(config.pool_size)
                 .acquire_timeout(acquire_timeout)
