@@ -55,15 +55,24 @@ pub enum DbError {
 
 /// Runs the catalog migrations on the primary.
 pub async fn migrate(primary_url: &str) -> Result<(), DbError> {
-    let options = PgConnectOptions::from_str(primary_url).map_err(|source| DbError::Url {
-        which: "primary".into(),
+    run_migrations(&MIGRATOR, primary_url, "primary").await
+}
+
+/// Runs `migrator` on the database at `url` (`which` names it in errors).
+pub async fn run_migrations(
+    migrator: &sqlx::migrate::Migrator,
+    url: &str,
+    which: &str,
+) -> Result<(), DbError> {
+    let options = PgConnectOptions::from_str(url).map_err(|source| DbError::Url {
+        which: which.into(),
         source,
     })?;
     let pool = PgPoolOptions::new()
         .max_connections(1)
         .connect_with(options)
         .await?;
-    MIGRATOR.run(&pool).await?;
+    migrator.run(&pool).await?;
     pool.close().await;
     Ok(())
 }

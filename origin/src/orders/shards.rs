@@ -24,17 +24,7 @@ pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations_orde
 
 /// Runs the shard migrations on the database at `url`.
 pub async fn migrate(url: &str) -> Result<(), DbError> {
-    let options = PgConnectOptions::from_str(url).map_err(|source| DbError::Url {
-        which: "order shard".into(),
-        source,
-    })?;
-    let pool = PgPoolOptions::new()
-        .max_connections(1)
-        .connect_with(options)
-        .await?;
-    MIGRATOR.run(&pool).await?;
-    pool.close().await;
-    Ok(())
+    crate::db::run_migrations(&MIGRATOR, url, "order shard").await
 }
 
 /// One order shard.
