@@ -197,6 +197,47 @@ pub struct SagaOrder {
     pub has_response: bool,
 }
 
+/// An order row as the saga's queries return it.
+struct SagaRow {
+    id: String,
+    user_id: String,
+    state: String,
+    currency: String,
+    total_minor: i64,
+    lines: Json<Vec<OrderLine>>,
+    reservation_id: Option<i64>,
+    psp: Option<String>,
+    payment_intent: Option<String>,
+    unknown_psps: Vec<String>,
+    response_status: Option<i16>,
+}
+
+/// The readable rows as saga orders; an unreadable one is logged and left
+/// out (it cannot be resumed by code that does not understand it).
+fn saga_orders(rows: Vec<SagaRow>) -> Vec<SagaOrder> {
+    rows.into_iter()
+        .filter_map(|r| {
+            let (Ok(id), Some(state)) = (OrderId::parse(&r.id), OrderState::parse(&r.state)) else {
+                tracing::error!(order = %r.id, state = %r.state, "unreadable order row skipped");
+                return None;
+            };
+            Some(SagaOrder {
+                id,
+                user_id: r.user_id,
+                state,
+                currency: r.currency,
+                total_minor: r.total_minor,
+                lines: r.lines.0,
+                reservation_id: r.reservation_id,
+                psp: r.psp,
+                payment_intent: r.payment_intent,
+                unknown_psps: r.unknown_psps,
+                has_response: r.response_status.is_some(),
+            })
+        })
+        .collect()
+}
+
 /// Claims up to `limit` unfinished orders untouched for `stale_ms`, by
 /// touching them (so another worker leaves them alone for as long).
 pub async fn claim_stale(
@@ -204,7 +245,8 @@ pub async fn claim_stale(
     stale_ms: i64,
     limit: i64,
 ) -> Result<Vec<SagaOrder>, sqlx::Error> {
-    let rows = sqlx::query!(
+    let rows = sqlx::query_as!(
+        SagaRow,
         r#"
         update orders o set updated_at = now()
         from (
@@ -225,32 +267,13 @@ pub async fn claim_stale(
     )
     .fetch_all(pool)
     .await?;
-    let mut out = Vec::with_capacity(rows.len());
-    for r in rows {
-        let (Ok(id), Some(state)) = (OrderId::parse(&r.id), OrderState::parse(&r.state)) else {
-            tracing::error!(order = %r.id, state = %r.state, "unreadable order row skipped");
-            continue;
-        };
-        out.push(SagaOrder {
-            id,
-            user_id: r.user_id,
-            state,
-            currency: r.currency,
-            total_minor: r.total_minor,
-            lines: r.lines.0,
-            reservation_id: r.reservation_id,
-            psp: r.psp,
-            payment_intent: r.payment_intent,
-            unknown_psps: r.unknown_psps,
-            has_response: r.response_status.is_some(),
-        });
-    }
-    Ok(out)
+    Ok(saga_orders(rows))
 }
 
 /// Settled orders that still name providers with an unknown outcome.
 pub async fn with_unknown_psps(pool: &PgPool, limit: i64) -> Result<Vec<SagaOrder>, sqlx::Error> {
-    let rows = sqlx::query!(
+    let rows = sqlx::query_as!(
+        SagaRow,
         r#"
         select id, user_id, state, currency, total_minor,
                lines as "lines: Json<Vec<OrderLine>>", reservation_id, psp,
@@ -264,24 +287,7 @@ pub async fn with_unknown_psps(pool: &PgPool, limit: i64) -> Result<Vec<SagaOrde
     )
     .fetch_all(pool)
     .await?;
-    Ok(rows
-        .into_iter()
-        .filter_map(|r| {
-            Some(SagaOrder {
-                id: OrderId::parse(&r.id).ok()?,
-                user_id: r.user_id,
-                state: OrderState::parse(&r.state)?,
-                currency: r.currency,
-                total_minor: r.total_minor,
-                lines: r.lines.0,
-                reservation_id: r.reservation_id,
-                psp: r.psp,
-                payment_intent: r.payment_intent,
-                unknown_psps: r.unknown_psps,
-                has_response: r.response_status.is_some(),
-            })
-        })
-        .collect())
+    Ok(saga_orders(rows))
 }
 
 /// Forgets the unknown providers of a settled order once they are checked.
