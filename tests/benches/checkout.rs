@@ -16,8 +16,11 @@
 //!
 //! Run with `tests/benches/checkout.sh`. `BENCH_SECONDS` (default 10),
 //! `BENCH_CONCURRENCY` (checkout clients, default 64) and `BENCH_USERS`
-//! (prepared carts, default 30000) tune it; `BENCH_PHASES` picks phases
-//! (default `hot,checkout,flash`). Everything shares the
+//! (prepared carts, default 30000) tune it, `BENCH_CATALOG_POOL` and
+//! `BENCH_SHARD_POOL` the origin's pools (default 32 and 24 connections);
+//! `BENCH_PHASES` picks phases (default `hot,checkout,flash`). The checkout
+//! phase prints where PostgreSQL's time went (`pg_stat_statements`), the
+//! flash phase the HTTP ceiling (`GET /healthz`). Everything shares the
 //! machine's cores: the load generators run on it too.
 
 #![allow(clippy::expect_used, clippy::unwrap_used)]
@@ -114,6 +117,60 @@ async fn scalar(url: &str, query: &str) -> i64 {
         .unwrap()
 }
 
+/// Forgets the statement statistics of every server behind `urls`.
+async fn reset_statements(urls: &[String]) {
+    for url in urls {
+        sql(
+            url,
+            "create extension if not exists pg_stat_statements; select pg_stat_statements_reset()",
+        )
+        .await;
+    }
+}
+
+/// Where PostgreSQL's time went since the last reset: per database the
+/// statements sent by clients (top level) per `per` (e.g. orders), and the
+/// `top` statements by execution time, nested ones (in functions and
+/// triggers) included.
+async fn print_statements(urls: &[String], per: u64, top: i64) {
+    for url in urls {
+        let mut conn = sqlx::PgConnection::connect(url).await.unwrap();
+        let database = url.rsplit('/').next().unwrap_or(url);
+        let (calls, ms): (i64, f64) = sqlx::query_as(
+            "select coalesce(sum(calls), 0)::bigint, coalesce(sum(total_exec_time), 0)::float8
+             from pg_stat_statements
+             where toplevel and dbid = (select oid from pg_database where datname = current_database())",
+        )
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+        println!(
+            "  {database}: {:.1} statements and {:.2} ms of execution per order",
+            calls as f64 / per.max(1) as f64,
+            ms / per.max(1) as f64
+        );
+        let rows: Vec<(i64, f64, String)> = sqlx::query_as(
+            "select calls, total_exec_time, regexp_replace(query, '\\s+', ' ', 'g')
+             from pg_stat_statements
+             where dbid = (select oid from pg_database where datname = current_database())
+             order by total_exec_time desc limit $1",
+        )
+        .bind(top)
+        .fetch_all(&mut conn)
+        .await
+        .unwrap();
+        for (calls, total, query) in rows {
+            let query: String = query.chars().take(90).collect();
+            println!(
+                "    {:>8} calls {:>9.0} ms {:>7.0} us  {query}",
+                calls,
+                total,
+                total * 1000.0 / calls.max(1) as f64
+            );
+        }
+    }
+}
+
 fn main() {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -187,9 +244,9 @@ async fn run() {
         &[primary_psp.clone(), fallback_psp],
     );
     config.debug_headers = false;
-    config.database.pool_size = 32;
+    config.database.pool_size = env_u64("BENCH_CATALOG_POOL", 32) as u32;
     if let Some(orders) = &mut config.orders {
-        orders.pool_size = 24;
+        orders.pool_size = env_u64("BENCH_SHARD_POOL", 24) as u32;
     }
     let app = Application::build(config.clone()).await.unwrap();
     let origin = format!("http://{}", app.local_addr());
@@ -299,6 +356,10 @@ async fn run() {
             }
         });
         futures::future::join_all(prepare).await;
+        let databases: Vec<String> = std::iter::once(primary.clone())
+            .chain(stack.order_shard_urls().into_iter().map(|(_, _, url)| url))
+            .collect();
+        reset_statements(&databases).await;
         let latencies = Mutex::new(histogram());
         let statuses: Mutex<BTreeMap<u16, u64>> = Mutex::new(BTreeMap::new());
         let next = AtomicUsize::new(0);
@@ -408,42 +469,118 @@ async fn run() {
             )
         );
         println!(
-            "  invariant: orders captured {orders_captured}, captured payments {captured_intents}: double charges = {double_charges}\n"
+            "  invariant: orders captured {orders_captured}, captured payments {captured_intents}: double charges = {double_charges}"
         );
+        println!("  where PostgreSQL's time went (pg_stat_statements):");
+        print_statements(&databases, created, 6).await;
+        println!();
     }
 
-    // 3. Flash-sale claims.
+    // 3. Flash-sale claims: a rush (far more buyers than units; most
+    // answers are "sold out" from the gate alone), then a sale where every
+    // claim wins (each one also becomes a reservation in PostgreSQL).
     if phase("flash") {
         let flash_sku = skus[skus.len() - 1].clone();
         sql(
             &primary,
-            &format!("update inventory set on_hand = 1000000 where sku = '{flash_sku}'"),
+            &format!("update inventory set on_hand = 2000000 where sku = '{flash_sku}'"),
         )
         .await;
-        let sale: Value = client
-        .post(format!("{origin}/v1/admin/flash-sales"))
-        .bearer_auth(ADMIN)
-        .json(&json!({ "sku": flash_sku, "quantity": 1000000, "per_user_limit": 100, "duration": "1h" }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        let bench = FlashBench {
+            client: &client,
+            origin: &origin,
+            primary: &primary,
+            dir: stack.root(),
+            sku: &flash_sku,
+            seconds,
+        };
+        bench.ceiling().await;
+        bench
+            .run("rush", 10_000, 1, 100_000, &|user| token(user))
+            .await;
+        bench
+            .run("every claim wins", 1_000_000, 100, 10_000, &|user| {
+                token(user)
+            })
+            .await;
+    }
+
+    stop.cancel();
+    let _ = serving.await;
+    psp_primary.stop();
+    psp_fallback.stop();
+    drop(stack);
+}
+
+/// One flash sale loaded through wrk.
+struct FlashBench<'a> {
+    client: &'a reqwest::Client,
+    origin: &'a str,
+    primary: &'a str,
+    dir: &'a std::path::Path,
+    sku: &'a str,
+    seconds: u64,
+}
+
+impl FlashBench<'_> {
+    /// The same load on `GET /healthz` (no auth, no Redis): what the HTTP
+    /// stack alone does on this machine beside wrk, the claims' ceiling.
+    async fn ceiling(&self) {
+        let wrk = Command::new("wrk")
+            .args(["-t2", "-c256", "--latency"])
+            .arg(format!("-d{}s", self.seconds.min(5)))
+            .arg(format!("{}/healthz", self.origin))
+            .output();
+        if let Ok(output) = wrk
+            && output.status.success()
+        {
+            let text = String::from_utf8_lossy(&output.stdout).to_string();
+            println!(
+                "HTTP ceiling (GET /healthz, wrk -t2 -c256, same machine): {:.0} requests/s, p50 {:.2} ms\n",
+                wrk_value(&text, "Requests/sec:"),
+                wrk_value(&text, "50%")
+            );
+        }
+    }
+
+    /// Opens a sale of `quantity` units and lets `shoppers` shoppers claim
+    /// for the bench's duration; prints the claim rate, how long the won
+    /// claims took to become reservations, and the books.
+    async fn run(
+        &self,
+        label: &str,
+        quantity: i64,
+        per_user_limit: i64,
+        shoppers: usize,
+        token: &dyn Fn(&str) -> String,
+    ) {
+        let sale: Value = self
+            .client
+            .post(format!("{}/v1/admin/flash-sales", self.origin))
+            .bearer_auth(ADMIN)
+            .json(&json!({ "sku": self.sku, "quantity": quantity, "per_user_limit": per_user_limit, "duration": "1h" }))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
         let sale_id = sale["id"].as_i64().unwrap();
-        let claimants: Vec<String> = (0..10_000).map(|i| token(&format!("fan-{i}"))).collect();
-        let token_file = stack.root().join("claim-tokens.txt");
+        let claimants: Vec<String> = (0..shoppers)
+            .map(|i| token(&format!("fan-{sale_id}-{i}")))
+            .collect();
+        let token_file = self.dir.join(format!("claim-tokens-{sale_id}.txt"));
         std::fs::write(&token_file, claimants.join("\n")).unwrap();
-        let script = stack.root().join("claim.lua");
+        let script = self.dir.join(format!("claim-{sale_id}.lua"));
         std::fs::write(
             &script,
             CLAIM_LUA.replace("TOKENS", &token_file.display().to_string()),
         )
         .unwrap();
-        let claim_url = format!("{origin}/v1/flash-sales/{sale_id}/claim");
+        let claim_url = format!("{}/v1/flash-sales/{sale_id}/claim", self.origin);
         let wrk = Command::new("wrk")
             .args(["-t2", "-c256", "--latency"])
-            .arg(format!("-d{seconds}s"))
+            .arg(format!("-d{}s", self.seconds))
             .arg("-s")
             .arg(&script)
             .arg(&claim_url)
@@ -454,8 +591,9 @@ async fn run() {
                 let rate = wrk_value(&text, "Requests/sec:");
                 let p50 = wrk_value(&text, "50%");
                 let p99 = wrk_value(&text, "99%");
-                let report: Value = client
-                    .get(format!("{origin}/v1/admin/flash-sales/{sale_id}"))
+                let report: Value = self
+                    .client
+                    .get(format!("{}/v1/admin/flash-sales/{sale_id}", self.origin))
                     .bearer_auth(ADMIN)
                     .send()
                     .await
@@ -463,7 +601,7 @@ async fn run() {
                     .json()
                     .await
                     .unwrap();
-                let won = 1_000_000 - report["gate_remaining"].as_i64().unwrap_or(0);
+                let won = quantity - report["gate_remaining"].as_i64().unwrap_or(0);
                 (rate, p50, p99, won)
             }
             other => {
@@ -476,7 +614,7 @@ async fn run() {
         let mut recorded = 0;
         while drain_started.elapsed() < Duration::from_secs(120) {
             recorded = scalar(
-                &primary,
+                self.primary,
                 &format!("select count(*) from flash_claims where sale_id = {sale_id}"),
             )
             .await;
@@ -487,18 +625,23 @@ async fn run() {
         }
         let drain = drain_started.elapsed().as_secs_f64();
         let held = scalar(
-            &primary,
-            &format!("select reserved::bigint from inventory where sku = '{flash_sku}'"),
-        )
-        .await;
-        let slots_over = scalar(
-            &primary,
+            self.primary,
             &format!(
-                "select count(*) from flash_claims where sale_id = {sale_id} and slot > 1000000"
+                "select count(*) from reservations r join flash_claims c on c.reservation_id = r.id
+                 where c.sale_id = {sale_id} and r.state = 'held'"
             ),
         )
         .await;
-        println!("flash sale (POST /v1/flash-sales/{{id}}/claim, wrk -t2 -c256, 10,000 shoppers):");
+        let slots_over = scalar(
+            self.primary,
+            &format!(
+                "select count(*) from flash_claims where sale_id = {sale_id} and slot > {quantity}"
+            ),
+        )
+        .await;
+        println!(
+            "flash sale, {label} (POST /v1/flash-sales/{{id}}/claim, wrk -t2 -c256, {quantity} units, {per_user_limit} per shopper, {shoppers} shoppers):"
+        );
         println!(
             "  {claims_rate:.0} claims/s, p50 {claim_p50:.2} ms, p99 {claim_p99:.2} ms  goal >= 40000/s"
         );
@@ -506,16 +649,10 @@ async fn run() {
             "  {won} claims won; {recorded} turned into reservations, the last {drain:.1} s after the load stopped"
         );
         println!(
-            "  invariant: won {won} = ledger {recorded} = units held {held}, slots beyond the quantity {slots_over}: oversell = {}",
+            "  invariant: won {won} = ledger {recorded} = held {held}, slots beyond the quantity {slots_over}: oversell = {}\n",
             i64::from(!(won == recorded && recorded == held && slots_over == 0))
         );
     }
-
-    stop.cancel();
-    let _ = serving.await;
-    psp_primary.stop();
-    psp_fallback.stop();
-    drop(stack);
 }
 
 /// wrk's figure after `label`, in its own unit (ms for latencies).

@@ -1,10 +1,12 @@
 //! `POST /v1/checkout`.
 //!
 //! - `Idempotency-Key` is required (1–255 visible ASCII characters; else
-//!   400), scoped to the shopper. The order row claims it before anything
-//!   else happens: a repeat with the same body gets the stored answer
-//!   (`Idempotent-Replayed: true`), waiting up to `duplicate_wait` while the
-//!   first still runs (then 409); a repeat with another body is a 422.
+//!   400), scoped to the shopper. The order row claims it (after the
+//!   prices are read, before the saga starts; a request that ends before
+//!   the insert looks the key up instead): a repeat with the same body
+//!   gets the stored answer (`Idempotent-Replayed: true`), waiting up to
+//!   `duplicate_wait` while the first still runs (then 409); a repeat with
+//!   another body is a 422.
 //! - The body: `{}` or `{"payment_method": "...", "expected_total":
 //!   {"amount_minor": …, "currency": "USD"}}`.
 //! - Prices are read on the primary. A line whose price changed since it
@@ -204,13 +206,23 @@ pub async fn checkout(
     let hash = request_hash(&body);
     let (saga, shards) = state.saga()?;
     let shard = shards.for_user(&user);
-    if let Some(replayed) = earlier(&state, shard, &user, &key, &hash).await? {
-        return Ok(replayed);
-    }
 
+    // Most keys are new: price first and let the order row's insert claim
+    // the key. Whatever stops before the insert (the cart was emptied by
+    // the first checkout under this key, say) asks about the key first, so
+    // a repeat always gets the first answer.
     let priced = match request.flash_sale {
-        Some(sale) => flash_order(&state, sale, &user).await?,
-        None => cart_order(&state, &user, &request).await?,
+        Some(sale) => flash_order(&state, sale, &user).await,
+        None => cart_order(&state, &user, &request).await,
+    };
+    let priced = match priced {
+        Ok(priced) => priced,
+        Err(error) => {
+            return match earlier(&state, shard, &user, &key, &hash).await? {
+                Some(replayed) => Ok(replayed),
+                None => Err(error),
+            };
+        }
     };
     let Priced {
         lines: order_lines,

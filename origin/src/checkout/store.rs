@@ -96,7 +96,9 @@ pub struct Patch {
 
 /// Moves order `id` from `from` through each state of `path` in one
 /// transaction, applying `patch` on the way. `false` if the order was not
-/// in `from` any more (another worker moved it).
+/// in `from` any more (another worker moved it). One round trip and one row
+/// write: the shard's `order_advance` announces the path to its triggers,
+/// which check every hop and write an outbox event per state entered.
 pub async fn advance(
     pool: &PgPool,
     id: &OrderId,
@@ -104,81 +106,27 @@ pub async fn advance(
     path: &[OrderState],
     patch: &Patch,
 ) -> Result<bool, sqlx::Error> {
-    let mut tx = pool.begin().await?;
-    let mut current = from;
     let (status, body) = match &patch.response {
         Some((status, body)) => (Some(i16::try_from(*status).unwrap_or(500)), Some(body)),
         None => (None, None),
     };
-    if path.is_empty() {
-        // Fields only, no state change.
-        let updated = sqlx::query!(
-            r#"
-            update orders set
-                reservation_id = coalesce($3, reservation_id),
-                psp = coalesce($4, psp),
-                payment_intent = coalesce($5, payment_intent),
-                unknown_psps = coalesce($6, unknown_psps),
-                failure_reason = coalesce($7, failure_reason),
-                response_status = coalesce($8, response_status),
-                response_body = coalesce($9, response_body)
-            where id = $1 and state = $2
-            "#,
-            id.as_str(),
-            current.as_str(),
-            patch.reservation_id,
-            patch.psp.as_deref(),
-            patch.payment_intent.as_deref(),
-            patch.unknown_psps.as_deref(),
-            patch.failure_reason.as_deref(),
-            status,
-            body,
-        )
-        .execute(&mut *tx)
-        .await?;
-        if updated.rows_affected() == 0 {
-            tx.rollback().await?;
-            return Ok(false);
-        }
-    }
-    for (i, next) in path.iter().enumerate() {
-        // Fields go with the last hop, so the outbox event of the final
-        // state sees them.
-        let last = i + 1 == path.len();
-        let updated = sqlx::query!(
-            r#"
-            update orders set
-                state = $3,
-                reservation_id = coalesce($4, reservation_id),
-                psp = coalesce($5, psp),
-                payment_intent = coalesce($6, payment_intent),
-                unknown_psps = coalesce($7, unknown_psps),
-                failure_reason = coalesce($8, failure_reason),
-                response_status = coalesce($9, response_status),
-                response_body = coalesce($10, response_body)
-            where id = $1 and state = $2
-            "#,
-            id.as_str(),
-            current.as_str(),
-            next.as_str(),
-            patch.reservation_id.filter(|_| last),
-            patch.psp.as_deref().filter(|_| last),
-            patch.payment_intent.as_deref().filter(|_| last),
-            patch.unknown_psps.as_deref().filter(|_| last),
-            patch.failure_reason.as_deref().filter(|_| last),
-            status.filter(|_| last),
-            body.filter(|_| last),
-        )
-        .execute(&mut *tx)
-        .await?;
-        if updated.rows_affected() == 0 {
-            tx.rollback().await?;
-            return Ok(false);
-        }
-        current = *next;
-    }
-    tx.commit().await?;
-    Ok(true)
+    let path: Vec<&str> = path.iter().map(|state| state.as_str()).collect();
+    let moved = sqlx::query_scalar!(
+        r#"select order_advance($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) as "moved!""#,
+        id.as_str(),
+        from.as_str(),
+        &path as &[&str],
+        patch.reservation_id,
+        patch.psp.as_deref(),
+        patch.payment_intent.as_deref(),
+        patch.unknown_psps.as_deref(),
+        patch.failure_reason.as_deref(),
+        status,
+        body,
+    )
+    .fetch_one(pool)
+    .await?;
+    Ok(moved)
 }
 
 /// The saga's view of one order (what resuming it needs).

@@ -48,7 +48,8 @@ pub enum Durability {
     #[default]
     Throwaway,
     /// `fsync=on`, `full_page_writes=on`, `synchronous_commit=on`: what the
-    /// benchmarks measure against.
+    /// benchmarks measure against (with `pg_stat_statements` loaded, so
+    /// they can show where the server's time went).
     Durable,
 }
 
@@ -60,6 +61,9 @@ impl Durability {
                 ("fsync", "on"),
                 ("full_page_writes", "on"),
                 ("shared_buffers", "256MB"),
+                // Where the time goes, for the benchmarks' profiles.
+                ("shared_preload_libraries", "pg_stat_statements"),
+                ("pg_stat_statements.track", "all"),
             ],
         }
     }

@@ -189,6 +189,26 @@ async fn one_key_makes_one_order_and_one_charge() {
     assert_eq!(other.status(), 422);
     assert_eq!(stack.psp("primary").ledger().await.len(), 1);
     assert_eq!(orders_by_state(&stack).await, vec![("captured".into(), 1)]);
+    // The outbox holds one event per state the order entered, in order.
+    let id = bodies[0]["id"].as_str().unwrap();
+    let shard = id.split('.').next().unwrap();
+    let mut conn = stack.shard_conn(HOME, shard).await;
+    let events: Vec<String> =
+        sqlx::query_scalar("select event from order_outbox where order_id = $1 order by id")
+            .bind(id)
+            .fetch_all(&mut conn)
+            .await
+            .unwrap();
+    assert_eq!(
+        events,
+        [
+            "order.pending",
+            "order.reserved",
+            "order.authorized",
+            "order.confirmed",
+            "order.captured"
+        ]
+    );
     // The cart was emptied by the order; the order is the shopper's.
     let cart: Value = origin
         .client

@@ -130,6 +130,67 @@ async fn orders_are_read_from_their_shard_and_only_by_their_user() {
         .await
         .unwrap();
     assert_eq!(events, 1, "the insert wrote one outbox event");
+    // A saga step moves through several states in one statement; every hop
+    // is checked, so one illegal hop refuses the whole step.
+    let advance = "select order_advance($1, $2, $3, null, null, null, null, null, null, null)";
+    let skipping = sqlx::query_scalar::<_, bool>(advance)
+        .bind(&bobs)
+        .bind("reserved")
+        .bind(vec!["authorized", "fulfilled"])
+        .fetch_one(&mut conn)
+        .await;
+    assert!(skipping.is_err(), "authorized -> fulfilled must be refused");
+    // Announcing a path does not let a plain UPDATE skip states either.
+    let announced = sqlx::query(
+        "select set_config('meridian.advance_order', $1, false), set_config('meridian.advance_path', 'captured', false)",
+    )
+    .bind(&bobs)
+    .execute(&mut conn)
+    .await;
+    assert!(announced.is_ok());
+    let forged = sqlx::query("update orders set state = 'captured' where id = $1")
+        .bind(&bobs)
+        .execute(&mut conn)
+        .await;
+    assert!(forged.is_err(), "an announced illegal hop is still refused");
+    sqlx::query("reset meridian.advance_order")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    // A legal step: one outbox event per state entered, in order.
+    let moved: bool = sqlx::query_scalar(advance)
+        .bind(&bobs)
+        .bind("reserved")
+        .bind(vec!["authorized", "confirmed"])
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert!(moved);
+    let stale: bool = sqlx::query_scalar(advance)
+        .bind(&bobs)
+        .bind("reserved")
+        .bind(vec!["cancelled"])
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert!(!stale, "a step from a state the order left changes nothing");
+    let trail: Vec<(String, Option<String>)> = sqlx::query_as(
+        "select payload->>'state', payload->>'previous_state' from order_outbox
+         where order_id = $1 order by id",
+    )
+    .bind(&bobs)
+    .fetch_all(&mut conn)
+    .await
+    .unwrap();
+    let state = |s: &str| s.to_string();
+    assert_eq!(
+        trail[1..],
+        [
+            (state("authorized"), Some(state("reserved"))),
+            (state("confirmed"), Some(state("authorized"))),
+        ],
+        "events of the step in order"
+    );
 
     // Shard us-east-1 goes down: Bob gets 503 with Retry-After, Alice is
     // unaffected.
