@@ -27,6 +27,7 @@ use crate::identity::{IdentityError, ShopperAuth};
 use crate::invalidation::{self, Tailer};
 use crate::inventory::{self, Inventory, InventoryContext, InventoryState};
 use crate::metrics::{self, Metrics};
+use crate::modes::{self, ModesContext, ModesState};
 use crate::orders::{self, OrdersContext, OrdersState, ShardRouter};
 use crate::payments::Payments;
 use crate::problem;
@@ -67,6 +68,7 @@ pub struct AppParts {
     pub orders: OrdersState,
     pub checkout: CheckoutState,
     pub flash: FlashState,
+    pub modes: ModesState,
     pub shoppers: ShopperAuth,
     pub admin: AdminTokens,
     pub metrics: Metrics,
@@ -115,6 +117,12 @@ impl FromRef<AppState> for CheckoutState {
 impl FromRef<AppState> for FlashState {
     fn from_ref(state: &AppState) -> Self {
         state.0.flash.clone()
+    }
+}
+
+impl FromRef<AppState> for ModesState {
+    fn from_ref(state: &AppState) -> Self {
+        state.0.modes.clone()
     }
 }
 
@@ -303,6 +311,10 @@ impl Application {
                 metrics: metrics.clone(),
             }),
             orders: OrdersState::new(OrdersContext { shards }),
+            modes: ModesState::new(ModesContext {
+                db: db.clone(),
+                regions: config.modes.regions.clone(),
+            }),
             shoppers,
             admin: AdminTokens::new(config.admin_tokens.clone()),
             metrics: metrics.clone(),
@@ -365,6 +377,7 @@ pub fn routes(state: AppState, max_body_bytes: usize) -> Router {
         .merge(orders::router())
         .merge(checkout::router(max_body_bytes))
         .merge(flash::router(max_body_bytes))
+        .merge(modes::router(max_body_bytes))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))

@@ -48,6 +48,18 @@ pub struct OriginConfig {
     pub payments: Option<PaymentsConfig>,
     #[serde(default)]
     pub checkout: CheckoutConfig,
+    #[serde(default)]
+    pub modes: ModesConfig,
+}
+
+/// Operating modes (`/v1/admin/modes`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModesConfig {
+    /// The regions an admin may set a mode for (the topology's); empty:
+    /// any well-formed region name.
+    #[serde(default)]
+    pub regions: Vec<String>,
 }
 
 /// Payment providers, in order of preference: the next one is used while
@@ -488,6 +500,20 @@ impl OriginConfig {
         }
         if self.admin_tokens.is_empty() {
             return invalid("admin_tokens", "at least one admin token is needed");
+        }
+        for region in &self.modes.regions {
+            let well_formed = !region.is_empty()
+                && region.len() <= 63
+                && region != "global"
+                && region
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+            if !well_formed {
+                return invalid(
+                    "modes.regions",
+                    "region names are 1 to 63 lowercase letters, digits and dashes (not `global`)",
+                );
+            }
         }
         for token in &self.admin_tokens {
             if token.token.len() < 16 {

@@ -12,6 +12,8 @@
 //!   fallback.
 //! - [`checkout`]: the checkout saga, its idempotency and its recovery.
 //! - [`flash`]: flash sales (a Redis gate, claims drained into reservations).
+//! - [`modes`]: operating modes and feature switches per region (admin API,
+//!   audit log).
 //! - [`identity`]: shopper tokens and signed guest-cart cookies.
 //! - [`cache`]: the tiered cache — L1 moka, L2 Redis — with single-flight.
 //! - [`db`]: `DbRouter` (reads to replicas, writes to the primary), replica
@@ -38,6 +40,7 @@ pub mod identity;
 pub mod invalidation;
 pub mod inventory;
 pub mod metrics;
+pub mod modes;
 pub mod orders;
 pub mod payments;
 pub mod problem;

@@ -12,8 +12,8 @@ use meridian_edge::config::{
 
 use meridian_origin::config::{
     AdminToken, CacheConfig, CartConfig, CheckoutConfig, DatabaseConfig, InventoryConfig,
-    OrderShardConfig, OrdersConfig, OriginConfig, PaymentsConfig, PspConfig, ReplicaConfig, Secret,
-    ShoppersConfig,
+    ModesConfig, OrderShardConfig, OrdersConfig, OriginConfig, PaymentsConfig, PspConfig,
+    ReplicaConfig, Secret, ShoppersConfig,
 };
 use meridian_topology::{Region, Topology};
 
@@ -98,6 +98,9 @@ pub fn origin_config(
             breaker_open_for: std::time::Duration::from_secs(5),
         }),
         checkout: CheckoutConfig::default(),
+        modes: ModesConfig {
+            regions: stack.regions.keys().cloned().collect(),
+        },
     }
 }
 

@@ -10,6 +10,9 @@
 //! - [`TopologyError`]: every error names the file, the field and the problem.
 //! - [`invalidation`]: the regional invalidation channel's message format,
 //!   shared by the origins that publish and the edges that purge.
+//! - [`modes`]: operating modes (normal, degraded, read-only,
+//!   maintenance) and feature switches, global default plus per-region
+//!   overrides, shared by the origins that store them and the edges.
 //! - [`shard_map`]: order sharding (user → bucket by jump hash → shard).
 //! - [`shopper_token`]: the shopper JWT (claims, minting, verification),
 //!   shared by the CLI that mints, the edge that routes and the origin that
@@ -21,6 +24,7 @@
 #![forbid(unsafe_code)]
 
 pub mod invalidation;
+pub mod modes;
 pub mod region;
 pub mod shard_map;
 pub mod shopper_token;

@@ -15,5 +15,6 @@ mod edge;
 mod flash;
 mod helpers;
 mod inventory;
+mod modes;
 mod orders;
 mod replicas;

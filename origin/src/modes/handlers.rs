@@ -1,0 +1,263 @@
+//! The admin API for operating modes:
+//!
+//! - `GET /v1/admin/modes`: the global default, every region's override
+//!   and what each known region runs with;
+//! - `GET /v1/admin/modes/{region}` (`global` for the default);
+//! - `PUT /v1/admin/modes/{region}` `{"mode": "degraded", "features":
+//!   {"recommendations": false}, "reason": "…"}`: `mode` absent keeps it,
+//!   `null` (regions only) inherits the global one; a feature `null` goes
+//!   back to inherited; `reason` is required. Recorded in the audit log
+//!   with the admin token's name;
+//! - `GET /v1/admin/modes/history?region=&before=&limit=`: the audit log,
+//!   newest first.
+
+use std::collections::BTreeMap;
+
+use axum::extract::{Query, State};
+use axum::http::{HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use meridian_topology::modes::{Effective, Feature, Mode, ModeTable, Setting};
+use serde::{Deserialize, Deserializer};
+use serde_json::{Value, json};
+
+use super::ModesState;
+use super::store::{self, Change, GLOBAL, StoreError};
+use crate::auth::AdminUser;
+use crate::catalog::handlers::db_error;
+use crate::problem::{ApiError, ApiJson, ApiPath};
+
+/// Longest accepted reason.
+pub const MAX_REASON: usize = 500;
+
+fn store_error(error: StoreError) -> ApiError {
+    match error {
+        StoreError::Db(error) => db_error(&error),
+        unreadable @ StoreError::Unreadable { .. } => ApiError::internal(unreadable),
+    }
+}
+
+fn private(body: Value) -> Response {
+    (
+        [(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("private, no-store"),
+        )],
+        axum::Json(body),
+    )
+        .into_response()
+}
+
+/// `global` → the default's scope; a region → itself, if known.
+fn scope(state: &ModesState, raw: &str) -> Result<String, ApiError> {
+    if raw == "global" {
+        return Ok(GLOBAL.to_string());
+    }
+    let well_formed = !raw.is_empty()
+        && raw.len() <= 63
+        && raw
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    let known = state.regions.is_empty() || state.regions.iter().any(|r| r == raw);
+    if !well_formed || !known {
+        return Err(ApiError::NotFound(format!(
+            "no region {raw:?} (use `global` for the default)"
+        )));
+    }
+    Ok(raw.to_string())
+}
+
+/// The table as the primary has it now.
+async fn load(state: &ModesState) -> Result<ModeTable, ApiError> {
+    let (rows, _) = state
+        .db
+        .read_primary()
+        .run(|conn| async move { store::rows(conn.pool()).await })
+        .await
+        .map_err(|e| db_error(&e))?;
+    store::table(rows).map_err(store_error)
+}
+
+fn label(scope: &str) -> &str {
+    if scope == GLOBAL { "global" } else { scope }
+}
+
+fn effective_view(table: &ModeTable, regions: &[String]) -> BTreeMap<String, Effective> {
+    regions
+        .iter()
+        .chain(table.regions.keys())
+        .map(|region| (region.clone(), table.effective(region)))
+        .collect()
+}
+
+pub async fn list(
+    State(state): State<ModesState>,
+    _admin: AdminUser,
+) -> Result<Response, ApiError> {
+    let table = load(&state).await?;
+    Ok(private(json!({
+        "global": table.global,
+        "regions": table.regions,
+        "effective": effective_view(&table, &state.regions),
+    })))
+}
+
+pub async fn show(
+    State(state): State<ModesState>,
+    _admin: AdminUser,
+    ApiPath(raw): ApiPath<String>,
+) -> Result<Response, ApiError> {
+    let scope = scope(&state, &raw)?;
+    let table = load(&state).await?;
+    let setting = if scope == GLOBAL {
+        table.global.clone()
+    } else {
+        table.regions.get(&scope).cloned().unwrap_or_default()
+    };
+    let mut body = json!({ "scope": label(&scope), "setting": setting });
+    if scope != GLOBAL {
+        body["effective"] = json!(table.effective(&scope));
+    }
+    Ok(private(body))
+}
+
+/// `Some(x)` when the field is present, even as `null`.
+fn present<'de, D, T>(deserializer: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(deserializer).map(Some)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChangeInput {
+    #[serde(default, deserialize_with = "present")]
+    pub mode: Option<Option<String>>,
+    #[serde(default)]
+    pub features: BTreeMap<String, Option<bool>>,
+    pub reason: String,
+}
+
+fn change(scope: &str, input: &ChangeInput) -> Result<Change, ApiError> {
+    let mode = match &input.mode {
+        None => None,
+        Some(None) if scope == GLOBAL => {
+            return Err(ApiError::Unprocessable(
+                "the global default needs a mode".into(),
+            ));
+        }
+        Some(None) => Some(None),
+        Some(Some(text)) => Some(Some(Mode::parse(text).ok_or_else(|| {
+            ApiError::Unprocessable(format!(
+                "unknown mode {text:?}; one of: {}",
+                Mode::ALL.map(Mode::as_str).join(", ")
+            ))
+        })?)),
+    };
+    let mut features = BTreeMap::new();
+    for (name, on) in &input.features {
+        let feature = Feature::parse(name).ok_or_else(|| {
+            ApiError::Unprocessable(format!(
+                "unknown feature {name:?}; one of: {}",
+                Feature::ALL.map(Feature::as_str).join(", ")
+            ))
+        })?;
+        features.insert(feature, *on);
+    }
+    if mode.is_none() && features.is_empty() {
+        return Err(ApiError::Unprocessable(
+            "nothing to change: give `mode` and/or `features`".into(),
+        ));
+    }
+    let reason = input.reason.trim();
+    if reason.is_empty() || reason.chars().count() > MAX_REASON {
+        return Err(ApiError::Unprocessable(format!(
+            "`reason` must be 1 to {MAX_REASON} characters"
+        )));
+    }
+    Ok(Change { mode, features })
+}
+
+pub async fn update(
+    State(state): State<ModesState>,
+    admin: AdminUser,
+    ApiPath(raw): ApiPath<String>,
+    ApiJson(input): ApiJson<ChangeInput>,
+) -> Result<Response, ApiError> {
+    let scope = scope(&state, &raw)?;
+    let change = change(&scope, &input)?;
+    let write = state.db.write();
+    let mut tx = write.begin().await.map_err(|e| db_error(&e))?;
+    let (before, after): (Setting, Setting) =
+        store::apply(&mut tx, &scope, &change, &admin.name, input.reason.trim())
+            .await
+            .map_err(store_error)?;
+    write.commit(tx).await.map_err(|e| db_error(&e))?;
+    tracing::info!(
+        admin = %admin.name,
+        scope = label(&scope),
+        before = ?before,
+        after = ?after,
+        reason = input.reason.trim(),
+        "operating mode changed"
+    );
+    let table = load(&state).await?;
+    let mut body = json!({
+        "scope": label(&scope),
+        "before": before,
+        "after": after,
+        "changed_by": admin.name,
+    });
+    body["effective"] = json!(if scope == GLOBAL {
+        effective_view(&table, &state.regions)
+    } else {
+        BTreeMap::from([(scope.clone(), table.effective(&scope))])
+    });
+    Ok(private(body))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HistoryQuery {
+    pub region: Option<String>,
+    pub before: Option<i64>,
+    pub limit: Option<i64>,
+}
+
+pub async fn history(
+    State(state): State<ModesState>,
+    _admin: AdminUser,
+    query: Result<Query<HistoryQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(query) = query.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let limit = query.limit.unwrap_or(50);
+    if !(1..=500).contains(&limit) {
+        return Err(ApiError::BadRequest("`limit` must be 1 to 500".into()));
+    }
+    let scope = match &query.region {
+        Some(raw) => Some(scope(&state, raw)?),
+        None => None,
+    };
+    let (entries, _) = state
+        .db
+        .read_primary()
+        .run(|conn| {
+            let scope = scope.clone();
+            async move { store::history(conn.pool(), scope.as_deref(), query.before, limit).await }
+        })
+        .await
+        .map_err(|e| db_error(&e))?;
+    let next = (entries.len() as i64 == limit)
+        .then(|| entries.last().map(|e| e.id))
+        .flatten();
+    let entries: Vec<Value> = entries
+        .into_iter()
+        .map(|e| {
+            let mut v = json!(e);
+            v["scope"] = json!(label(&e.scope));
+            v
+        })
+        .collect();
+    Ok(private(json!({ "changes": entries, "next_before": next })))
+}

@@ -1,0 +1,207 @@
+//! Operating modes through the origin's admin API, on a real primary: who
+//! may change them, what a change records, and how a region's effective
+//! setting follows the global default and its own override.
+
+use meridian_origin::config::AdminToken;
+use serde_json::{Value, json};
+
+use crate::helpers::{HOME, TOKEN, TestOrigin, TestStack};
+
+const OPS_TOKEN: &str = "ops-bob-token-0123456789abcdef";
+
+async fn put(
+    origin: &TestOrigin,
+    token: Option<&str>,
+    region: &str,
+    body: Value,
+) -> reqwest::Response {
+    let mut request = origin
+        .client
+        .put(format!("{}/v1/admin/modes/{region}", origin.url))
+        .json(&body);
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    request.send().await.expect("put")
+}
+
+async fn get(origin: &TestOrigin, path: &str) -> Value {
+    let response = origin
+        .client
+        .get(format!("{}{path}", origin.url))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(response.status(), 200, "{path}");
+    response.json().await.expect("json")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mode_changes_are_authorized_recorded_and_inherited() {
+    let stack = TestStack::start(&[HOME], 1, 5).await;
+    let mut config = stack.origin_config(HOME);
+    config.modes.regions.push("eu-west".into());
+    config.admin_tokens.push(AdminToken {
+        name: "ops-bob".into(),
+        token: OPS_TOKEN.into(),
+    });
+    let origin = TestOrigin::start(config).await;
+
+    // Everyone starts normal, every non-essential feature on.
+    let all = get(&origin, "/v1/admin/modes").await;
+    assert_eq!(all["global"]["mode"], "normal");
+    assert_eq!(all["effective"][HOME]["mode"], "normal");
+    assert_eq!(all["effective"][HOME]["features"]["recommendations"], true);
+    assert_eq!(
+        all["effective"][HOME]["features"]["checkout-queueing"],
+        false
+    );
+
+    // No token, a wrong token: refused, nothing changes.
+    let change = json!({ "mode": "degraded", "reason": "black friday" });
+    assert_eq!(put(&origin, None, HOME, change.clone()).await.status(), 401);
+    assert_eq!(
+        put(
+            &origin,
+            Some("wrong-token-0123456789"),
+            HOME,
+            change.clone()
+        )
+        .await
+        .status(),
+        403
+    );
+    let history = get(&origin, "/v1/admin/modes/history").await;
+    assert_eq!(history["changes"], json!([]));
+
+    // Bad changes: clear 4xx, nothing recorded.
+    for (region, body, status) in [
+        (HOME, json!({ "mode": "sleepy", "reason": "x" }), 422),
+        (
+            HOME,
+            json!({ "features": { "teleport": false }, "reason": "x" }),
+            422,
+        ),
+        (HOME, json!({ "mode": "degraded" }), 422),
+        (HOME, json!({ "mode": "degraded", "reason": "  " }), 422),
+        (
+            HOME,
+            json!({ "mode": "degraded", "reason": "x".repeat(501) }),
+            422,
+        ),
+        (HOME, json!({ "reason": "nothing" }), 422),
+        (
+            HOME,
+            json!({ "mode": "degraded", "reason": "x", "extra": 1 }),
+            422,
+        ),
+        ("global", json!({ "mode": null, "reason": "x" }), 422),
+        (
+            "mars-north",
+            json!({ "mode": "degraded", "reason": "x" }),
+            404,
+        ),
+        ("US_EAST", json!({ "mode": "degraded", "reason": "x" }), 404),
+    ] {
+        let response = put(&origin, Some(TOKEN), region, body.clone()).await;
+        assert_eq!(response.status(), status, "{region} {body}");
+        assert_eq!(
+            response.headers()["content-type"],
+            "application/problem+json"
+        );
+    }
+    assert_eq!(
+        get(&origin, "/v1/admin/modes/history").await["changes"],
+        json!([])
+    );
+
+    // A region degraded by ops-bob: its mode's defaults apply.
+    let response = put(&origin, Some(OPS_TOKEN), HOME, change).await;
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["before"], json!({ "features": {} }));
+    assert_eq!(body["after"]["mode"], "degraded");
+    let east = &body["effective"][HOME];
+    assert_eq!(east["mode"], "degraded");
+    assert_eq!(east["features"]["recommendations"], false);
+    assert_eq!(east["features"]["checkout-queueing"], true);
+
+    // A global switch reaches every region; an explicit region switch wins.
+    let response = put(
+        &origin,
+        Some(TOKEN),
+        "global",
+        json!({ "features": { "reviews": false }, "reason": "reviews db migration" }),
+    )
+    .await;
+    assert_eq!(response.status(), 200);
+    let response = put(
+        &origin,
+        Some(TOKEN),
+        HOME,
+        json!({ "features": { "recommendations": true }, "reason": "recs are cheap today" }),
+    )
+    .await;
+    assert_eq!(response.status(), 200);
+    let all = get(&origin, "/v1/admin/modes").await;
+    assert_eq!(all["effective"]["eu-west"]["mode"], "normal");
+    assert_eq!(all["effective"]["eu-west"]["features"]["reviews"], false);
+    assert_eq!(all["effective"][HOME]["features"]["reviews"], false);
+    assert_eq!(all["effective"][HOME]["features"]["recommendations"], true);
+
+    // Back to inherited: the region follows the global default again.
+    let response = put(
+        &origin,
+        Some(TOKEN),
+        HOME,
+        json!({ "mode": null, "features": { "recommendations": null }, "reason": "over" }),
+    )
+    .await;
+    assert_eq!(response.status(), 200);
+    let east = get(&origin, &format!("/v1/admin/modes/{HOME}")).await;
+    assert_eq!(east["setting"], json!({ "features": {} }));
+    assert_eq!(east["effective"]["mode"], "normal");
+
+    // The audit log: who, what, why, newest first; paged; per region.
+    let history = get(&origin, "/v1/admin/modes/history").await;
+    let changes = history["changes"].as_array().unwrap();
+    assert_eq!(changes.len(), 4);
+    let first = &changes[3];
+    assert_eq!(first["actor"], "ops-bob");
+    assert_eq!(first["scope"], HOME);
+    assert_eq!(first["old_mode"], Value::Null);
+    assert_eq!(first["new_mode"], "degraded");
+    assert_eq!(first["reason"], "black friday");
+    assert_eq!(changes[2]["scope"], "global");
+    assert_eq!(changes[2]["actor"], "local-admin");
+    assert_eq!(changes[0]["old_mode"], "degraded");
+    assert_eq!(changes[0]["new_mode"], Value::Null);
+    let page = get(&origin, "/v1/admin/modes/history?limit=2").await;
+    assert_eq!(page["changes"].as_array().unwrap().len(), 2);
+    let before = page["next_before"].as_i64().unwrap();
+    let rest = get(&origin, &format!("/v1/admin/modes/history?before={before}")).await;
+    assert_eq!(rest["changes"].as_array().unwrap().len(), 2);
+    let global = get(&origin, "/v1/admin/modes/history?region=global").await;
+    assert_eq!(global["changes"].as_array().unwrap().len(), 1);
+
+    // Every change logged the `modes` invalidation key (the way it reaches
+    // other regions), and the audit log cannot be rewritten.
+    let mut conn = stack.primary_conn().await;
+    let logged: i64 =
+        sqlx::query_scalar("select count(*) from catalog_invalidations where 'modes' = any(keys)")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+    assert_eq!(logged, 4);
+    for statement in [
+        "update mode_changes set reason = 'nothing happened'",
+        "delete from mode_changes",
+        "truncate mode_changes",
+    ] {
+        assert!(
+            sqlx::query(statement).execute(&mut conn).await.is_err(),
+            "{statement} must be refused"
+        );
+    }
+}
