@@ -27,6 +27,7 @@ use crate::identity::{IdentityError, ShopperAuth};
 use crate::invalidation::{self, Tailer};
 use crate::inventory::{self, Inventory, InventoryContext, InventoryState};
 use crate::metrics::{self, Metrics};
+use crate::modes::watcher::Modes;
 use crate::modes::{self, ModesContext, ModesState};
 use crate::orders::{self, OrdersContext, OrdersState, ShardRouter};
 use crate::payments::Payments;
@@ -82,6 +83,7 @@ pub struct HealthContext {
     pub db: DbRouter,
     pub l2: Option<L2>,
     pub region: Arc<str>,
+    pub modes: Modes,
 }
 
 impl FromRef<AppState> for CatalogState {
@@ -195,12 +197,21 @@ impl Application {
             db.clone()
                 .run_lag_monitor(config.database.lag_probe_interval, shutdown.clone()),
         );
+        let modes = modes::watcher::start(
+            db.clone(),
+            config.region.clone(),
+            metrics.clone(),
+            config.modes.poll_interval,
+            shutdown.clone(),
+            &mut tasks,
+        );
         let tailer = Tailer {
             db: db.clone(),
             cache: cache.clone(),
             metrics: metrics.clone(),
             instance: instance.clone(),
             poll: config.cache.invalidation_poll,
+            modes: modes.clone(),
         };
         tasks.spawn(tailer.run(shutdown.clone()));
         let inventory = Inventory::start(
@@ -262,6 +273,7 @@ impl Application {
                 cache.clone(),
                 metrics.clone(),
                 instance,
+                modes.clone(),
                 shutdown.clone(),
             );
             tasks.spawn(async move {
@@ -314,6 +326,7 @@ impl Application {
             modes: ModesState::new(ModesContext {
                 db: db.clone(),
                 regions: config.modes.regions.clone(),
+                applied: modes.clone(),
             }),
             shoppers,
             admin: AdminTokens::new(config.admin_tokens.clone()),
@@ -322,6 +335,7 @@ impl Application {
                 db,
                 l2,
                 region: config.region.clone().into(),
+                modes,
             })),
         }));
         let router = routes(state, config.max_body_bytes);
@@ -418,12 +432,21 @@ async fn readyz(State(HealthState(health)): State<HealthState>) -> Response {
     let primary = health.db.primary_reachable().await;
     let redis = health.l2.as_ref().map(L2::is_available);
     let ready = any_replica || primary;
+    let applied = health.modes.current();
     let body = serde_json::json!({
         "ready": ready,
         "region": &*health.region,
         "primary": primary,
         "replicas": replicas,
         "redis": redis,
+        // A process that cannot read the mode table runs on its last known
+        // setting (`stale`); it stays ready.
+        "modes": {
+            "mode": applied.effective.mode,
+            "features": applied.effective.features,
+            "loaded": applied.loaded,
+            "stale": applied.stale,
+        },
     });
     let status = if ready {
         StatusCode::OK

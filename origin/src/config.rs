@@ -53,13 +53,26 @@ pub struct OriginConfig {
 }
 
 /// Operating modes (`/v1/admin/modes`).
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ModesConfig {
     /// The regions an admin may set a mode for (the topology's); empty:
     /// any well-formed region name.
     #[serde(default)]
     pub regions: Vec<String>,
+    /// How often the mode table is read even without a change announced
+    /// (the backstop behind the invalidation log and the Redis channel).
+    #[serde(with = "humantime_serde", default = "defaults::modes_poll_interval")]
+    pub poll_interval: Duration,
+}
+
+impl Default for ModesConfig {
+    fn default() -> Self {
+        ModesConfig {
+            regions: Vec::new(),
+            poll_interval: defaults::modes_poll_interval(),
+        }
+    }
 }
 
 /// Payment providers, in order of preference: the next one is used while
@@ -425,6 +438,9 @@ mod defaults {
     pub fn recovery_interval() -> Duration {
         Duration::from_secs(1)
     }
+    pub fn modes_poll_interval() -> Duration {
+        Duration::from_secs(5)
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -500,6 +516,9 @@ impl OriginConfig {
         }
         if self.admin_tokens.is_empty() {
             return invalid("admin_tokens", "at least one admin token is needed");
+        }
+        if self.modes.poll_interval.is_zero() {
+            return invalid("modes.poll_interval", "must be greater than zero");
         }
         for region in &self.modes.regions {
             let well_formed = !region.is_empty()

@@ -7,7 +7,8 @@
 //! L2 and publishes them on the regional Redis channel, where other origin
 //! instances (and, later, the edges) drop them too. Each batch is applied a
 //! second time after the lag tolerance, to drop anything a replica that was
-//! still within tolerance (but behind) cached meanwhile.
+//! still within tolerance (but behind) cached meanwhile. The key `modes`
+//! also tells the mode watcher to re-read the mode table.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -20,6 +21,8 @@ use crate::cache::l2::{L2Error, build_subscriber};
 use crate::catalog::store;
 use crate::db::DbRouter;
 use crate::metrics::Metrics;
+use crate::modes::store::INVALIDATION_KEY as MODES_KEY;
+use crate::modes::watcher::Modes;
 
 pub use meridian_topology::invalidation::{CHANNEL, InvalidationMessage};
 
@@ -32,6 +35,8 @@ pub struct Tailer {
     pub metrics: Metrics,
     pub instance: String,
     pub poll: Duration,
+    /// Told to re-read the mode table when the log carries its key.
+    pub modes: Modes,
 }
 
 impl Tailer {
@@ -82,6 +87,9 @@ impl Tailer {
             let mut keys: Vec<String> = entries.into_iter().flat_map(|(_, k)| k).collect();
             keys.sort();
             keys.dedup();
+            if keys.iter().any(|k| k == MODES_KEY) {
+                self.modes.reload();
+            }
             self.cache.invalidate(&keys).await;
             self.metrics
                 .invalidations
@@ -110,6 +118,7 @@ pub async fn run_subscriber(
     cache: TieredCache,
     metrics: Metrics,
     instance: String,
+    modes: Modes,
     shutdown: CancellationToken,
 ) -> Result<(), L2Error> {
     let subscriber = build_subscriber(&redis_url, timeout)?;
@@ -149,6 +158,9 @@ pub async fn run_subscriber(
         };
         match serde_json::from_str::<InvalidationMessage>(&text) {
             Ok(parsed) if parsed.instance != instance => {
+                if parsed.keys.iter().any(|k| k == MODES_KEY) {
+                    modes.reload();
+                }
                 cache.invalidate_local(&parsed.keys).await;
                 metrics
                     .invalidations

@@ -15,8 +15,8 @@ use axum::extract::{MatchedPath, Request};
 use axum::http::Method;
 use axum::response::Response;
 use prometheus::{
-    Encoder, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Encoder, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 use tower::{Layer, Service};
 
@@ -59,6 +59,11 @@ pub struct MetricFamilies {
     pub saga_recoveries: IntCounterVec,
     pub flash_claims: IntCounterVec,
     pub flash_processed: IntCounterVec,
+    pub mode: IntGaugeVec,
+    pub feature_enabled: IntGaugeVec,
+    pub mode_changes: IntCounter,
+    pub mode_propagation: Histogram,
+    pub modes_stale: IntGauge,
 }
 
 impl Metrics {
@@ -215,8 +220,42 @@ impl Metrics {
             ),
             &["result"],
         )?;
+        let mode = IntGaugeVec::new(
+            Opts::new(
+                "meridian_mode",
+                "The region's operating mode as this process applies it (1 for the current mode)",
+            ),
+            &["mode"],
+        )?;
+        let feature_enabled = IntGaugeVec::new(
+            Opts::new(
+                "meridian_feature_enabled",
+                "Feature switches as this process applies them (1 on, 0 off)",
+            ),
+            &["feature"],
+        )?;
+        let mode_changes = IntCounter::new(
+            "meridian_mode_changes_total",
+            "Changes of the region's mode or features applied by this process",
+        )?;
+        let mode_propagation = Histogram::with_opts(
+            HistogramOpts::new(
+                "meridian_mode_propagation_seconds",
+                "Time from a mode change on the primary to this process applying it",
+            )
+            .buckets(vec![0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0]),
+        )?;
+        let modes_stale = IntGauge::new(
+            "meridian_modes_stale",
+            "1 while this process cannot read the mode table and runs on its last known state",
+        )?;
         for metric in [
-            Box::new(flash_claims.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(mode.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(feature_enabled.clone()),
+            Box::new(mode_changes.clone()),
+            Box::new(mode_propagation.clone()),
+            Box::new(modes_stale.clone()),
+            Box::new(flash_claims.clone()),
             Box::new(flash_processed.clone()),
             Box::new(psp_requests.clone()),
             Box::new(psp_duration.clone()),
@@ -261,6 +300,11 @@ impl Metrics {
             saga_recoveries,
             flash_claims,
             flash_processed,
+            mode,
+            feature_enabled,
+            mode_changes,
+            mode_propagation,
+            modes_stale,
         })))
     }
 

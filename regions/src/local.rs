@@ -100,6 +100,7 @@ pub fn origin_config(
         checkout: CheckoutConfig::default(),
         modes: ModesConfig {
             regions: stack.regions.keys().cloned().collect(),
+            ..ModesConfig::default()
         },
     }
 }

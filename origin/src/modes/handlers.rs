@@ -194,6 +194,7 @@ pub async fn update(
             .await
             .map_err(store_error)?;
     write.commit(tx).await.map_err(|e| db_error(&e))?;
+    state.applied.reload();
     tracing::info!(
         admin = %admin.name,
         scope = label(&scope),

@@ -9,9 +9,13 @@
 //!   every region with the replication stream.
 //! - [`handlers`]: `GET/PUT /v1/admin/modes[/{region}]`,
 //!   `GET /v1/admin/modes/history` (admin bearer tokens).
+//! - [`watcher`]: the region's effective setting in a running process,
+//!   re-read from the replica when the key `modes` passes (invalidation
+//!   log or Redis channel) and polled as a backstop.
 
 pub mod handlers;
 pub mod store;
+pub mod watcher;
 
 use std::sync::Arc;
 
@@ -30,6 +34,8 @@ pub struct ModesContext {
     pub db: DbRouter,
     /// The regions a mode may be set for (empty: any well-formed name).
     pub regions: Vec<String>,
+    /// What this process applies (told to re-read after a change here).
+    pub applied: watcher::Modes,
 }
 
 impl ModesState {

@@ -52,13 +52,14 @@ pub struct Row {
     pub scope: String,
     pub mode: Option<String>,
     pub features: serde_json::Value,
+    pub updated_at: chrono::DateTime<chrono::Utc>,
 }
 
 /// Every row of the table.
 pub async fn rows(pool: &PgPool) -> Result<Vec<Row>, sqlx::Error> {
     sqlx::query_as!(
         Row,
-        "select scope, mode, features from mode_settings order by scope"
+        "select scope, mode, features, updated_at from mode_settings order by scope"
     )
     .fetch_all(pool)
     .await

@@ -129,6 +129,7 @@ impl TestStack {
             &self.psps,
         );
         config.cache.invalidation_poll = Duration::from_millis(50);
+        config.modes.poll_interval = Duration::from_millis(500);
         config
     }
 

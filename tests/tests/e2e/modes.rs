@@ -1,6 +1,10 @@
 //! Operating modes through the origin's admin API, on a real primary: who
-//! may change them, what a change records, and how a region's effective
-//! setting follows the global default and its own override.
+//! may change them, what a change records, how a region's effective
+//! setting follows the global default and its own override, and how fast
+//! a change reaches running origins in every region (through each
+//! region's replica).
+
+use std::time::{Duration, Instant};
 
 use meridian_origin::config::AdminToken;
 use serde_json::{Value, json};
@@ -203,5 +207,120 @@ async fn mode_changes_are_authorized_recorded_and_inherited() {
             sqlx::query(statement).execute(&mut conn).await.is_err(),
             "{statement} must be refused"
         );
+    }
+}
+
+/// The mode as an origin's `/readyz` reports it.
+async fn applied(origin: &TestOrigin) -> Value {
+    let body: Value = origin.get("/readyz").await.json().await.expect("readyz");
+    body["modes"].clone()
+}
+
+/// Polls `origin` until it applies `mode`; how long that took.
+async fn until_applied(origin: &TestOrigin, mode: &str, since: Instant) -> Duration {
+    loop {
+        if applied(origin).await["mode"] == mode {
+            return since.elapsed();
+        }
+        assert!(
+            since.elapsed() < Duration::from_secs(10),
+            "{} never applied {mode}",
+            origin.url
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mode_change_reaches_origins_in_every_region_and_survives_restarts() {
+    let stack = TestStack::start(&[HOME, "eu-west"], 1, 5).await;
+    let east = stack.origin(HOME).await;
+    let west = stack.origin("eu-west").await;
+    let west_two = stack.origin("eu-west").await;
+    for origin in [&east, &west, &west_two] {
+        let modes = applied(origin).await;
+        assert_eq!(modes["mode"], "normal");
+        assert_eq!(modes["stale"], false);
+    }
+
+    // A global change through the home region's origin reaches every
+    // origin of both regions through their own replicas.
+    let started = Instant::now();
+    let response = put(
+        &east,
+        Some(TOKEN),
+        "global",
+        json!({ "mode": "degraded", "reason": "propagation test" }),
+    )
+    .await;
+    assert_eq!(response.status(), 200);
+    for origin in [&east, &west, &west_two] {
+        let took = until_applied(origin, "degraded", started).await;
+        println!("{} applied the change after {took:?}", origin.url);
+        assert!(took < Duration::from_secs(2), "took {took:?}");
+    }
+    let modes = applied(&west).await;
+    assert_eq!(modes["features"]["recommendations"], false);
+    assert_eq!(modes["features"]["checkout-queueing"], true);
+
+    // A region's own override reaches only that region.
+    let response = put(
+        &east,
+        Some(TOKEN),
+        "eu-west",
+        json!({ "mode": "read-only", "reason": "eu-west primary failover drill" }),
+    )
+    .await;
+    assert_eq!(response.status(), 200);
+    let started = Instant::now();
+    until_applied(&west, "read-only", started).await;
+    until_applied(&west_two, "read-only", started).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(applied(&east).await["mode"], "degraded");
+
+    // Metrics say what each process applies.
+    let metrics = west.get("/metrics").await.text().await.expect("metrics");
+    assert!(
+        metrics.contains(r#"meridian_mode{mode="read-only",region="eu-west"} 1"#),
+        "{metrics}"
+    );
+    assert!(metrics.contains(r#"meridian_modes_stale{region="eu-west"} 0"#));
+    assert!(metrics.contains("meridian_mode_propagation_seconds_count"));
+
+    // A restarted origin starts from the stored state.
+    drop(west_two);
+    let restarted = stack.origin("eu-west").await;
+    until_applied(&restarted, "read-only", Instant::now()).await;
+
+    // A table it cannot read: the last known mode stays in force, and the
+    // origin says so (readyz, metric) until it can read again.
+    let mut conn = stack.primary_conn().await;
+    sqlx::query("alter table mode_settings rename to mode_settings_away")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let since = Instant::now();
+    loop {
+        let modes = applied(&restarted).await;
+        if modes["stale"] == true {
+            assert_eq!(modes["mode"], "read-only", "the last known mode stays");
+            break;
+        }
+        assert!(
+            since.elapsed() < Duration::from_secs(15),
+            "never went stale"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let metrics = restarted.get("/metrics").await.text().await.unwrap();
+    assert!(metrics.contains(r#"meridian_modes_stale{region="eu-west"} 1"#));
+    sqlx::query("alter table mode_settings_away rename to mode_settings")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let since = Instant::now();
+    while applied(&restarted).await["stale"] != false {
+        assert!(since.elapsed() < Duration::from_secs(15), "never recovered");
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
