@@ -48,37 +48,32 @@ $$;
 
 create or replace function orders_outbox_event() returns trigger
 language plpgsql as $$
+declare
+    -- The states entered, first to last, and the one left.
+    entered text[];
+    left_state text := case when tg_op = 'INSERT' then null else old.state end;
 begin
     if tg_op = 'INSERT' then
-        insert into order_outbox (order_id, event, payload) values (
-            new.id,
-            'order.' || new.state,
-            jsonb_build_object(
-                'order_id', new.id,
-                'user_id', new.user_id,
-                'state', new.state,
-                'previous_state', null,
-                'total_minor', new.total_minor,
-                'currency', new.currency,
-                'at', now()
-            )
-        );
+        entered := array[new.state];
     elsif new.state <> old.state then
-        insert into order_outbox (order_id, event, payload)
-        select new.id,
-               'order.' || hop.state,
-               jsonb_build_object(
-                   'order_id', new.id,
-                   'user_id', new.user_id,
-                   'state', hop.state,
-                   'previous_state', coalesce(lag(hop.state) over (order by hop.n), old.state),
-                   'total_minor', new.total_minor,
-                   'currency', new.currency,
-                   'at', now()
-               )
-        from unnest(orders_path(new.id, new.state)) with ordinality as hop (state, n)
-        order by hop.n;
+        entered := orders_path(new.id, new.state);
+    else
+        return null;
     end if;
+    insert into order_outbox (order_id, event, payload)
+    select new.id,
+           'order.' || hop.state,
+           jsonb_build_object(
+               'order_id', new.id,
+               'user_id', new.user_id,
+               'state', hop.state,
+               'previous_state', coalesce(lag(hop.state) over (order by hop.n), left_state),
+               'total_minor', new.total_minor,
+               'currency', new.currency,
+               'at', now()
+           )
+    from unnest(entered) with ordinality as hop (state, n)
+    order by hop.n;
     return null;
 end;
 $$;

@@ -521,13 +521,7 @@ impl OriginConfig {
             return invalid("modes.poll_interval", "must be greater than zero");
         }
         for region in &self.modes.regions {
-            let well_formed = !region.is_empty()
-                && region.len() <= 63
-                && region != "global"
-                && region
-                    .bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
-            if !well_formed {
+            if !meridian_topology::is_slug(region) || region == "global" {
                 return invalid(
                     "modes.regions",
                     "region names are 1 to 63 lowercase letters, digits and dashes (not `global`)",

@@ -52,13 +52,8 @@ fn scope(state: &ModesState, raw: &str) -> Result<String, ApiError> {
     if raw == "global" {
         return Ok(GLOBAL.to_string());
     }
-    let well_formed = !raw.is_empty()
-        && raw.len() <= 63
-        && raw
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
     let known = state.regions.is_empty() || state.regions.iter().any(|r| r == raw);
-    if !well_formed || !known {
+    if !meridian_topology::is_slug(raw) || !known {
         return Err(ApiError::NotFound(format!(
             "no region {raw:?} (use `global` for the default)"
         )));

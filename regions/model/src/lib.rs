@@ -34,7 +34,7 @@ use std::path::{Path, PathBuf};
 
 pub use region::{
     CatalogSection, EdgeSection, Endpoint, OrderShard, OrdersSection, OriginSection, RegionFile,
-    ReplicaEndpoint,
+    ReplicaEndpoint, is_slug,
 };
 
 /// The directory, relative to the workspace root, that holds the shipped

@@ -276,7 +276,9 @@ impl RegionFile {
     }
 }
 
-pub(crate) fn is_slug(s: &str) -> bool {
+/// Whether `s` is a valid name for a region, replica or shard: 1 to 63
+/// lowercase letters, digits and dashes, not starting or ending with a dash.
+pub fn is_slug(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 63
         && s.bytes()
