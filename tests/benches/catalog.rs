@@ -21,38 +21,14 @@ use meridian_regions::LocalStack;
 use meridian_regions::local::{LocalSecrets, origin_config};
 use meridian_topology::Topology;
 
+use common::{WrkFigures as Figures, env_u64, parse_wrk};
+
+mod common;
+
 /// The same allocator as the `meridian` binary, for the origin and the
 /// bare handler alike.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-struct Figures {
-    rps: f64,
-    p50_ms: f64,
-    p99_ms: f64,
-}
-
-fn env_u64(name: &str, default: u64) -> u64 {
-    #[allow(clippy::disallowed_methods)] // a bench knob, not service config
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn parse_duration_ms(text: &str) -> f64 {
-    let (number, unit) = text
-        .find(|c: char| c.is_ascii_alphabetic())
-        .map(|i| text.split_at(i))
-        .unwrap_or((text, "s"));
-    let value: f64 = number.parse().unwrap_or(f64::NAN);
-    match unit {
-        "us" => value / 1000.0,
-        "ms" => value,
-        "s" => value * 1000.0,
-        _ => f64::NAN,
-    }
-}
 
 fn wrk(url: &str, seconds: u64) -> Figures {
     let output = Command::new("taskset")
@@ -69,24 +45,10 @@ fn wrk(url: &str, seconds: u64) -> Figures {
         .output()
         .expect("wrk runs (apt-get install wrk)");
     let text = String::from_utf8_lossy(&output.stdout);
-    let mut figures = Figures {
-        rps: f64::NAN,
-        p50_ms: f64::NAN,
-        p99_ms: f64::NAN,
-    };
-    for line in text.lines().map(str::trim) {
-        let fields: Vec<&str> = line.split_whitespace().collect();
-        match fields.as_slice() {
-            ["Requests/sec:", rps] => figures.rps = rps.parse().unwrap_or(f64::NAN),
-            ["50%", latency] => figures.p50_ms = parse_duration_ms(latency),
-            ["99%", latency] => figures.p99_ms = parse_duration_ms(latency),
-            _ => {}
-        }
-    }
     if text.contains("Non-2xx") {
         panic!("{url} answered errors under load:\n{text}");
     }
-    figures
+    parse_wrk(&text)
 }
 
 /// Runs every target `runs` times, interleaved (target A, B, C, then again),

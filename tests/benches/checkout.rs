@@ -49,19 +49,15 @@ use serde_json::{Value, json};
 use sqlx::Connection;
 use tokio_util::sync::CancellationToken;
 
+use common::{env_u64, parse_wrk};
+
+mod common;
+
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const HOME: &str = "us-east";
 const ADMIN: &str = "bench-admin-token-0123456789";
-
-fn env_u64(name: &str, default: u64) -> u64 {
-    #[allow(clippy::disallowed_methods)] // a bench knob, not service config
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 fn histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 60_000_000, 3).unwrap()
@@ -495,13 +491,9 @@ async fn run() {
             seconds,
         };
         bench.ceiling().await;
+        bench.run("rush", 10_000, 1, 100_000, &token).await;
         bench
-            .run("rush", 10_000, 1, 100_000, &|user| token(user))
-            .await;
-        bench
-            .run("every claim wins", 1_000_000, 100, 10_000, &|user| {
-                token(user)
-            })
+            .run("every claim wins", 1_000_000, 100, 10_000, &token)
             .await;
     }
 
@@ -534,11 +526,10 @@ impl FlashBench<'_> {
         if let Ok(output) = wrk
             && output.status.success()
         {
-            let text = String::from_utf8_lossy(&output.stdout).to_string();
+            let figures = parse_wrk(&String::from_utf8_lossy(&output.stdout));
             println!(
                 "HTTP ceiling (GET /healthz, wrk -t2 -c256, same machine): {:.0} requests/s, p50 {:.2} ms\n",
-                wrk_value(&text, "Requests/sec:"),
-                wrk_value(&text, "50%")
+                figures.rps, figures.p50_ms
             );
         }
     }
@@ -585,12 +576,9 @@ impl FlashBench<'_> {
             .arg(&script)
             .arg(&claim_url)
             .output();
-        let (claims_rate, claim_p50, claim_p99, won) = match wrk {
+        let (figures, won) = match wrk {
             Ok(output) if output.status.success() => {
-                let text = String::from_utf8_lossy(&output.stdout).to_string();
-                let rate = wrk_value(&text, "Requests/sec:");
-                let p50 = wrk_value(&text, "50%");
-                let p99 = wrk_value(&text, "99%");
+                let figures = parse_wrk(&String::from_utf8_lossy(&output.stdout));
                 let report: Value = self
                     .client
                     .get(format!("{}/v1/admin/flash-sales/{sale_id}", self.origin))
@@ -602,11 +590,11 @@ impl FlashBench<'_> {
                     .await
                     .unwrap();
                 let won = quantity - report["gate_remaining"].as_i64().unwrap_or(0);
-                (rate, p50, p99, won)
+                (figures, won)
             }
             other => {
                 println!("wrk failed or is missing ({other:?}); flash-sale figures skipped");
-                (f64::NAN, f64::NAN, f64::NAN, 0)
+                (parse_wrk(""), 0)
             }
         };
         // Drain: won claims become reservations.
@@ -643,7 +631,8 @@ impl FlashBench<'_> {
             "flash sale, {label} (POST /v1/flash-sales/{{id}}/claim, wrk -t2 -c256, {quantity} units, {per_user_limit} per shopper, {shoppers} shoppers):"
         );
         println!(
-            "  {claims_rate:.0} claims/s, p50 {claim_p50:.2} ms, p99 {claim_p99:.2} ms  goal >= 40000/s"
+            "  {:.0} claims/s, p50 {:.2} ms, p99 {:.2} ms  goal >= 40000/s",
+            figures.rps, figures.p50_ms, figures.p99_ms
         );
         println!(
             "  {won} claims won; {recorded} turned into reservations, the last {drain:.1} s after the load stopped"
@@ -652,24 +641,6 @@ impl FlashBench<'_> {
             "  invariant: won {won} = ledger {recorded} = held {held}, slots beyond the quantity {slots_over}: oversell = {}\n",
             i64::from(!(won == recorded && recorded == held && slots_over == 0))
         );
-    }
-}
-
-/// wrk's figure after `label`, in its own unit (ms for latencies).
-fn wrk_value(text: &str, label: &str) -> f64 {
-    let Some(line) = text.lines().find(|l| l.trim_start().starts_with(label)) else {
-        return f64::NAN;
-    };
-    let value = line.trim_start()[label.len()..].trim();
-    let (number, unit) = value
-        .find(|c: char| c.is_ascii_alphabetic())
-        .map(|i| value.split_at(i))
-        .unwrap_or((value, ""));
-    let number: f64 = number.trim().parse().unwrap_or(f64::NAN);
-    match unit.trim() {
-        "us" => number / 1000.0,
-        "s" => number * 1000.0,
-        _ => number,
     }
 }
 

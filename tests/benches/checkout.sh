@@ -5,11 +5,7 @@
 # bench (release). BENCH_SECONDS / BENCH_CONCURRENCY / BENCH_USERS tune it.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/../.." && pwd)"
-"$root/.ci/install-deps"
-if ! command -v wrk >/dev/null 2>&1; then
-  sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
-  $sudo apt-get update -qq && $sudo apt-get install -y -qq wrk
-fi
+"$root/.ci/install-deps" wrk
 cd "$root"
 cargo build --release --locked -p meridian-regions --bin meridian
 exec cargo bench --locked -p meridian-tests --bench checkout
