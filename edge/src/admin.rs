@@ -2,7 +2,8 @@
 //!
 //! - `GET /healthz`: the process is up.
 //! - `GET /readyz`: 200 while some region has a healthy origin, with each
-//!   origin's health; 503 otherwise.
+//!   origin's health and the operating mode applied (`stale` when no
+//!   origin of the region could be asked); 503 otherwise.
 //! - `GET /metrics`: Prometheus text exposition.
 //! - `POST /purge` (bearer token): `{"urls": [...], "tags": [...], "all":
 //!   false}` → `{"purged": n}`.
@@ -37,6 +38,7 @@ pub struct AdminState {
     pub tokens: Arc<[String]>,
     /// Whether the Redis purge listener is subscribed (`None`: no Redis).
     pub purge_listener: Option<Arc<AtomicBool>>,
+    pub modes: Arc<crate::modes::EdgeModes>,
 }
 
 /// The admin HTTP server; the listener is bound at build time so a taken
@@ -133,6 +135,7 @@ async fn readyz(State(state): State<AdminState>) -> Response {
         "origins": health(&state),
         "purge_listener": state.purge_listener.as_ref().map(|l| l.load(Ordering::Relaxed)),
         "cache": { "objects": state.cache.items(), "bytes": state.cache.bytes() },
+        "modes": state.modes.status(),
     });
     let status = if ready {
         StatusCode::OK

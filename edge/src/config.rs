@@ -79,6 +79,46 @@ pub struct EdgeConfig {
     /// Seconds to keep serving in-flight requests on shutdown.
     #[serde(default = "defaults::grace_period")]
     pub grace_period_seconds: u64,
+    /// Operating modes: how the edge follows them and what they change.
+    #[serde(default)]
+    pub modes: ModesConfig,
+}
+
+/// How the edge follows its region's operating mode, and what the modes
+/// do here.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModesConfig {
+    /// How often the region's origins are asked (`GET /v1/modes`) even
+    /// without an announcement: the backstop.
+    #[serde(with = "humantime_serde", default = "defaults::modes_poll_interval")]
+    pub poll_interval: Duration,
+    /// Where the applied setting is kept across restarts (absent: not
+    /// kept; a restarted edge starts `normal` until an origin answers).
+    #[serde(default)]
+    pub state_file: Option<PathBuf>,
+    /// In `degraded` mode, how long past its freshness a cached response is
+    /// still served (while it is revalidated in the background, and
+    /// whenever the origins fail), beyond what the origin allowed.
+    #[serde(with = "humantime_serde", default = "defaults::degraded_serve_stale")]
+    pub degraded_serve_stale: Duration,
+    /// `Retry-After` of the maintenance page.
+    #[serde(
+        with = "humantime_serde",
+        default = "defaults::maintenance_retry_after"
+    )]
+    pub maintenance_retry_after: Duration,
+}
+
+impl Default for ModesConfig {
+    fn default() -> Self {
+        Self {
+            poll_interval: defaults::modes_poll_interval(),
+            state_file: None,
+            degraded_serve_stale: defaults::degraded_serve_stale(),
+            maintenance_retry_after: defaults::maintenance_retry_after(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -348,6 +388,18 @@ impl Default for HealthConfig {
 mod defaults {
     use std::time::Duration;
 
+    pub fn modes_poll_interval() -> Duration {
+        Duration::from_secs(5)
+    }
+
+    pub fn degraded_serve_stale() -> Duration {
+        Duration::from_secs(3600)
+    }
+
+    pub fn maintenance_retry_after() -> Duration {
+        Duration::from_secs(300)
+    }
+
     pub fn purge_channel() -> String {
         "meridian:invalidations".into()
     }
@@ -487,6 +539,22 @@ impl EdgeConfig {
         }
         if self.upstreams.is_empty() {
             return invalid("upstreams", "list at least one region".into());
+        }
+        if self.modes.poll_interval.is_zero() {
+            return invalid("modes.poll_interval", "must be greater than zero".into());
+        }
+        if self.modes.degraded_serve_stale > Duration::from_secs(7 * 86_400) {
+            return invalid(
+                "modes.degraded_serve_stale",
+                "must be at most 7 days".into(),
+            );
+        }
+        let retry = self.modes.maintenance_retry_after;
+        if retry.is_zero() || retry > Duration::from_secs(86_400) {
+            return invalid(
+                "modes.maintenance_retry_after",
+                "must be from 1 s to 1 day".into(),
+            );
         }
         let mut seen = BTreeMap::new();
         for (i, upstream) in self.upstreams.iter().enumerate() {

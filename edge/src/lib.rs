@@ -15,7 +15,10 @@
 //! - [`rate_limiting`]: token buckets per route class, IP and user; the
 //!   region-wide checkout budget in Redis.
 //! - [`bots`]: bot scoring, challenge cookies.
-//! - [`purge_listener`]: purges from the regional Redis channel.
+//! - [`purge_listener`]: purges (and mode announcements) from the regional
+//!   Redis channel.
+//! - [`modes`]: the operating mode applied here and how it follows the
+//!   region's setting.
 //! - [`admin`]: metrics, health, readiness and purge API on the admin port.
 //! - [`metrics`]: the Prometheus registry.
 //!
@@ -29,6 +32,7 @@ pub mod config;
 pub mod geo;
 pub mod identity;
 pub mod metrics;
+pub mod modes;
 pub mod proxy;
 pub mod purge_listener;
 pub mod rate_limiting;

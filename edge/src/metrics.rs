@@ -98,6 +98,17 @@ pub struct EdgeMetrics {
     pub bots: CounterChildren,
     pub rate_limited: IntCounterVec,
     pub checkout_budget: IntCounterVec,
+    /// Label `mode`: 1 for the mode this edge applies.
+    pub mode: IntGaugeVec,
+    /// Label `feature`.
+    pub feature_enabled: IntGaugeVec,
+    pub mode_changes: prometheus::IntCounter,
+    /// From the change on the primary to applied here.
+    pub mode_propagation: prometheus::Histogram,
+    /// 1 while no origin of the region answers: last known setting in force.
+    pub modes_stale: IntGauge,
+    /// Requests answered by the maintenance page.
+    pub maintenance_answers: prometheus::IntCounter,
     cache_items: IntGauge,
     cache_bytes: IntGauge,
     cache_evictions: IntGauge,
@@ -205,6 +216,53 @@ impl EdgeMetrics {
                         "Checkout budget decisions by source (redis, local) and result",
                     ),
                     &["source", "result"],
+                )?,
+            ),
+            mode: register(
+                &registry,
+                IntGaugeVec::new(
+                    Opts::new("mode", "1 for the operating mode this edge applies"),
+                    &["mode"],
+                )?,
+            ),
+            feature_enabled: register(
+                &registry,
+                IntGaugeVec::new(
+                    Opts::new("feature_enabled", "1 when the feature is on in this region"),
+                    &["feature"],
+                )?,
+            ),
+            mode_changes: register(
+                &registry,
+                prometheus::IntCounter::new(
+                    "mode_changes_total",
+                    "Operating-setting changes applied",
+                )?,
+            ),
+            mode_propagation: register(
+                &registry,
+                prometheus::Histogram::with_opts(
+                    HistogramOpts::new(
+                        "mode_propagation_seconds",
+                        "Time from a mode change on the primary to applied at this edge",
+                    )
+                    .buckets(vec![
+                        0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0,
+                    ]),
+                )?,
+            ),
+            modes_stale: register(
+                &registry,
+                IntGauge::new(
+                    "modes_stale",
+                    "1 while the region's origins cannot be asked for the mode",
+                )?,
+            ),
+            maintenance_answers: register(
+                &registry,
+                prometheus::IntCounter::new(
+                    "maintenance_answers_total",
+                    "Requests answered with the maintenance page",
                 )?,
             ),
             cache_items: register(

@@ -3,6 +3,9 @@
 //! change), and every edge of the region drops the entries tagged with them.
 //! Runs as a pingora background service; reconnects and resubscribes on its
 //! own, and reports whether it is subscribed (`/readyz`).
+//!
+//! The same channel carries the origins' operating-mode announcements: they
+//! go to [`EdgeModes`]; a bare `modes` key wakes the mode follower.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -17,6 +20,7 @@ use pingora::services::background::BackgroundService;
 
 use crate::cache::{EdgeCache, PurgeTarget};
 use crate::metrics::EdgeMetrics;
+use crate::modes::{EdgeModes, MODES_TAG, Source};
 
 pub struct PurgeListener {
     pub redis_url: String,
@@ -24,10 +28,13 @@ pub struct PurgeListener {
     pub cache: EdgeCache,
     pub metrics: Arc<EdgeMetrics>,
     pub subscribed: Arc<AtomicBool>,
+    pub modes: Arc<EdgeModes>,
+    /// Wakes the mode follower (a poll of the origins).
+    pub modes_wake: Arc<tokio::sync::Notify>,
 }
 
 impl PurgeListener {
-    fn apply(&self, text: &str) {
+    async fn apply(&self, text: &str) {
         let message = match serde_json::from_str::<InvalidationMessage>(text) {
             Ok(message) => message,
             Err(error) => {
@@ -45,6 +52,13 @@ impl PurgeListener {
             .with_label_values(&["redis"])
             .inc_by(purged as u64);
         tracing::debug!(keys = ?message.keys, purged, "purge from the invalidation channel");
+        if let Some(announcement) = &message.modes {
+            if self.modes.offer(announcement, Source::Announcement) {
+                self.modes.persist().await;
+            }
+        } else if message.keys.iter().any(|k| k == MODES_TAG) {
+            self.modes_wake.notify_one();
+        }
     }
 
     async fn run(&self, shutdown: &mut ShutdownWatch) -> Result<(), fred::error::Error> {
@@ -81,7 +95,7 @@ impl PurgeListener {
                 message = messages.recv() => match message {
                     Ok(message) => {
                         if let Some(text) = message.value.as_str() {
-                            self.apply(&text);
+                            self.apply(&text).await;
                         }
                     }
                     Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => {

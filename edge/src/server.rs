@@ -1,6 +1,6 @@
 //! [`EdgeServer`]: builds the pingora server for one edge from its config
 //! (proxy service with plain and TLS listeners, health checks, admin API,
-//! purge listener), then runs it until a shutdown signal.
+//! purge listener, mode follower), then runs it until a shutdown signal.
 //!
 //! The same path serves `meridian edge --config FILE`, `meridian up` (one
 //! process per region) and the tests (in-process, stopped through a
@@ -25,6 +25,7 @@ use crate::config::EdgeConfig;
 use crate::geo::Geo;
 use crate::identity::Identity;
 use crate::metrics::EdgeMetrics;
+use crate::modes::{EdgeModes, ModesFollower};
 use crate::proxy::EdgeProxy;
 use crate::proxy::routing::Router;
 use crate::purge_listener::PurgeListener;
@@ -103,6 +104,29 @@ impl EdgeServer {
             config.health.read_timeout,
         ));
 
+        let modes = Arc::new(EdgeModes::new(
+            &config.region,
+            metrics.clone(),
+            config.modes.state_file.clone(),
+        ));
+        let modes_wake = Arc::new(tokio::sync::Notify::new());
+        let own_origins = config
+            .upstreams
+            .iter()
+            .find(|u| u.name == config.region)
+            .map(|u| u.origins.clone())
+            .unwrap_or_default();
+        server.add_service(background_service(
+            "modes",
+            ModesFollower {
+                modes: modes.clone(),
+                origins: own_origins,
+                poll_interval: config.modes.poll_interval,
+                wake: modes_wake.clone(),
+                cache,
+            },
+        ));
+
         let rate_limits = Arc::new(RateLimits::new(&config.limits));
         let budget = config
             .limits
@@ -129,6 +153,8 @@ impl EdgeServer {
             rate_limits,
             bots: config.bots.as_ref().map(BotScorer::new).transpose()?,
             budget,
+            modes: modes.clone(),
+            mode_rules: crate::proxy::mode_rules::ModeRules::new(&config.modes),
             limits: crate::proxy::request_filters::RequestLimits {
                 max_header_bytes: config.max_request_header_bytes,
                 max_headers: config.max_request_headers,
@@ -171,6 +197,8 @@ impl EdgeServer {
                 cache,
                 metrics: metrics.clone(),
                 subscribed: subscribed.clone(),
+                modes: modes.clone(),
+                modes_wake: modes_wake.clone(),
             };
             server.add_service(background_service("purge listener", listener));
             subscribed
@@ -196,6 +224,7 @@ impl EdgeServer {
                 metrics,
                 tokens: config.admin_tokens.clone().into(),
                 purge_listener,
+                modes,
             },
         );
         server.add_service(background_service("admin", admin));

@@ -22,6 +22,7 @@ use crate::catalog::{self, CacheHeaders, CatalogContext, CatalogState};
 use crate::checkout::{self, CheckoutContext, CheckoutState, Saga};
 use crate::config::OriginConfig;
 use crate::db::DbRouter;
+use crate::discovery::{self, DiscoveryContext, DiscoveryState};
 use crate::flash::{self, FlashContext, FlashState, Gate};
 use crate::identity::{IdentityError, ShopperAuth};
 use crate::invalidation::{self, Tailer};
@@ -29,6 +30,7 @@ use crate::inventory::{self, Inventory, InventoryContext, InventoryState};
 use crate::metrics::{self, Metrics};
 use crate::modes::watcher::Modes;
 use crate::modes::{self, ModesContext, ModesState};
+use crate::notify_me::{self, NotifyContext, NotifyState, NotifyStore};
 use crate::orders::{self, OrdersContext, OrdersState, ShardRouter};
 use crate::payments::Payments;
 use crate::problem;
@@ -70,6 +72,8 @@ pub struct AppParts {
     pub checkout: CheckoutState,
     pub flash: FlashState,
     pub modes: ModesState,
+    pub notify: NotifyState,
+    pub discovery: DiscoveryState,
     pub shoppers: ShopperAuth,
     pub admin: AdminTokens,
     pub metrics: Metrics,
@@ -125,6 +129,18 @@ impl FromRef<AppState> for FlashState {
 impl FromRef<AppState> for ModesState {
     fn from_ref(state: &AppState) -> Self {
         state.0.modes.clone()
+    }
+}
+
+impl FromRef<AppState> for NotifyState {
+    fn from_ref(state: &AppState) -> Self {
+        state.0.notify.clone()
+    }
+}
+
+impl FromRef<AppState> for DiscoveryState {
+    fn from_ref(state: &AppState) -> Self {
+        state.0.discovery.clone()
     }
 }
 
@@ -189,6 +205,10 @@ impl Application {
             )?),
             None => None,
         };
+        let notify_store = match &config.redis_url {
+            Some(url) => Some(NotifyStore::connect(url, config.carts.redis_timeout)?),
+            None => None,
+        };
         let instance = format!("{}-{:016x}", config.region, rand::random::<u64>());
         let shutdown = CancellationToken::new();
         let mut tasks = JoinSet::new();
@@ -198,10 +218,16 @@ impl Application {
                 .run_lag_monitor(config.database.lag_probe_interval, shutdown.clone()),
         );
         let modes = modes::watcher::start(
-            db.clone(),
-            config.region.clone(),
-            metrics.clone(),
-            config.modes.poll_interval,
+            modes::watcher::Watch {
+                db: db.clone(),
+                region: config.region.clone(),
+                metrics: metrics.clone(),
+                poll_interval: config.modes.poll_interval,
+                announcer: l2.clone().map(|l2| modes::watcher::Announcer {
+                    l2,
+                    instance: instance.clone(),
+                }),
+            },
             shutdown.clone(),
             &mut tasks,
         );
@@ -296,6 +322,15 @@ impl Application {
             metrics: metrics.clone(),
         });
         let state = AppState(Arc::new(AppParts {
+            notify: NotifyState::new(NotifyContext {
+                store: notify_store,
+                db: db.clone(),
+            }),
+            discovery: DiscoveryState::new(DiscoveryContext {
+                db: db.clone(),
+                modes: modes.clone(),
+                region: region_header.clone(),
+            }),
             catalog: CatalogState::new(CatalogContext {
                 db: db.clone(),
                 cache,
@@ -325,6 +360,8 @@ impl Application {
             orders: OrdersState::new(OrdersContext { shards }),
             modes: ModesState::new(ModesContext {
                 db: db.clone(),
+                region: config.region.clone(),
+                retry_after: config.modes.retry_after,
                 regions: config.modes.regions.clone(),
                 applied: modes.clone(),
             }),
@@ -392,6 +429,8 @@ pub fn routes(state: AppState, max_body_bytes: usize) -> Router {
         .merge(checkout::router(max_body_bytes))
         .merge(flash::router(max_body_bytes))
         .merge(modes::router(max_body_bytes))
+        .merge(notify_me::router(max_body_bytes))
+        .merge(discovery::router())
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
@@ -446,6 +485,7 @@ async fn readyz(State(HealthState(health)): State<HealthState>) -> Response {
             "features": applied.effective.features,
             "loaded": applied.loaded,
             "stale": applied.stale,
+            "changed_at_ms": applied.changed_at_ms,
         },
     });
     let status = if ready {

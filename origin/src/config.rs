@@ -64,6 +64,10 @@ pub struct ModesConfig {
     /// (the backstop behind the invalidation log and the Redis channel).
     #[serde(with = "humantime_serde", default = "defaults::modes_poll_interval")]
     pub poll_interval: Duration,
+    /// The `Retry-After` of a write refused in `read-only` or
+    /// `maintenance` mode (a guess at how long such a mode lasts).
+    #[serde(with = "humantime_serde", default = "defaults::modes_retry_after")]
+    pub retry_after: Duration,
 }
 
 impl Default for ModesConfig {
@@ -71,6 +75,7 @@ impl Default for ModesConfig {
         ModesConfig {
             regions: Vec::new(),
             poll_interval: defaults::modes_poll_interval(),
+            retry_after: defaults::modes_retry_after(),
         }
     }
 }
@@ -438,6 +443,10 @@ mod defaults {
     pub fn recovery_interval() -> Duration {
         Duration::from_secs(1)
     }
+    pub fn modes_retry_after() -> Duration {
+        Duration::from_secs(300)
+    }
+
     pub fn modes_poll_interval() -> Duration {
         Duration::from_secs(5)
     }
@@ -519,6 +528,10 @@ impl OriginConfig {
         }
         if self.modes.poll_interval.is_zero() {
             return invalid("modes.poll_interval", "must be greater than zero");
+        }
+        if self.modes.retry_after.is_zero() || self.modes.retry_after > Duration::from_secs(86_400)
+        {
+            return invalid("modes.retry_after", "must be from 1 s to 1 day");
         }
         for region in &self.modes.regions {
             if !meridian_topology::is_slug(region) || region == "global" {

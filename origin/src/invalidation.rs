@@ -99,6 +99,7 @@ impl Tailer {
                 let message = InvalidationMessage {
                     instance: self.instance.clone(),
                     keys: keys.clone(),
+                    modes: None,
                 };
                 if let Ok(text) = serde_json::to_string(&message) {
                     l2.publish(CHANNEL, text).await;

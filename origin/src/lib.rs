@@ -14,6 +14,10 @@
 //! - [`flash`]: flash sales (a Redis gate, claims drained into reservations).
 //! - [`modes`]: operating modes and feature switches per region (admin API,
 //!   audit log).
+//! - [`notify_me`]: notify-me requests (what `read-only` offers instead of
+//!   checkout), in Redis.
+//! - [`discovery`]: recommendations, search suggestions and reviews — the
+//!   non-essential features a mode switches off.
 //! - [`identity`]: shopper tokens and signed guest-cart cookies.
 //! - [`cache`]: the tiered cache — L1 moka, L2 Redis — with single-flight.
 //! - [`db`]: `DbRouter` (reads to replicas, writes to the primary), replica
@@ -35,12 +39,14 @@ pub mod catalog;
 pub mod checkout;
 pub mod config;
 pub mod db;
+pub mod discovery;
 pub mod flash;
 pub mod identity;
 pub mod invalidation;
 pub mod inventory;
 pub mod metrics;
 pub mod modes;
+pub mod notify_me;
 pub mod orders;
 pub mod payments;
 pub mod problem;

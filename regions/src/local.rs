@@ -262,5 +262,6 @@ pub fn edge_config(
         // A local stack is for development: show the cache key parts.
         debug_headers: true,
         grace_period_seconds: 1,
+        modes: Default::default(),
     }
 }

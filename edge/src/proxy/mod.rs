@@ -9,10 +9,13 @@
 //!   the request filter ([`EdgeProxy::serve_fresh_hit`]), everything else
 //!   goes through pingora's cache state machine.
 //! - [`response_modifiers`]: `X-Cache`, `Age`, problem responses.
+//! - [`mode_rules`]: what the operating mode changes (the maintenance page,
+//!   degraded mode's longer stale windows).
 //!
 //! Per-request state lives in [`RequestCtx`]; shared state in `Arc`s
 //! built once by [`crate::server`].
 
+pub mod mode_rules;
 pub mod request_filters;
 pub mod response_modifiers;
 pub mod routing;
@@ -36,8 +39,11 @@ use crate::cache::{policy, storage};
 use crate::geo::{Geo, GeoSource};
 use crate::identity::{Identity, Shopper};
 use crate::metrics::{self, EdgeMetrics};
+use crate::modes::EdgeModes;
 use crate::rate_limiting::RateLimits;
 use crate::rate_limiting::budget::CheckoutBudget;
+use meridian_topology::modes::Mode;
+use mode_rules::ModeRules;
 use request_filters::{RouteClass, credentialed, sanitise};
 use response_modifiers::{CacheStatus, decorate, respond_problem};
 use routing::Router;
@@ -66,6 +72,8 @@ pub struct EdgeProxy {
     pub rate_limits: Arc<RateLimits>,
     pub bots: Option<BotScorer>,
     pub budget: Option<Arc<CheckoutBudget>>,
+    pub modes: Arc<EdgeModes>,
+    pub mode_rules: ModeRules,
 }
 
 /// What one request carries between phases.
@@ -369,6 +377,15 @@ impl ProxyHttp for EdgeProxy {
                 ctx.path_and_query = accepted.path_and_query;
                 ctx.credentialed =
                     credentialed(session.req_header(), &self.cache.config.session_cookies);
+                if self.modes.mode() == Mode::Maintenance {
+                    let path = ctx.path_and_query.split('?').next().unwrap_or_default();
+                    if !ModeRules::maintenance_exempt(ctx.route, path) {
+                        ctx.local_status = Some(503);
+                        self.metrics.maintenance_answers.inc();
+                        Box::pin(self.mode_rules.respond_maintenance(session)).await?;
+                        return Ok(true);
+                    }
+                }
                 self.admit(session, ctx, client_ip).await
             }
             Err(rejection) => Err(LocalAnswer::from(rejection)),
@@ -435,12 +452,21 @@ impl ProxyHttp for EdgeProxy {
         ctx: &mut Self::CTX,
     ) -> Result<RespCacheable> {
         let config = self.cache.config;
-        Ok(policy::decide(
-            response,
-            ctx.credentialed,
-            &config.vary_allow,
-            &config.bypass_request_headers,
-        ))
+        Ok(
+            match policy::decide(
+                response,
+                ctx.credentialed,
+                &config.vary_allow,
+                &config.bypass_request_headers,
+            ) {
+                // Stored with degraded mode's window; outside it,
+                // `should_serve_stale` keeps to the origin's own.
+                RespCacheable::Cacheable(meta) => {
+                    RespCacheable::Cacheable(self.mode_rules.extend(meta))
+                }
+                other => other,
+            },
+        )
     }
 
     fn cache_vary_filter(
@@ -454,15 +480,20 @@ impl ProxyHttp for EdgeProxy {
 
     fn should_serve_stale(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         _ctx: &mut Self::CTX,
         error: Option<&Error>,
     ) -> bool {
+        let mode = self.modes.mode();
+        let meta = session.cache.maybe_cache_meta();
         match error {
-            // stale-while-revalidate: the origin allowed it in the response.
-            None => true,
+            // stale-while-revalidate: the origin allowed it (or degraded).
+            None => ModeRules::may_serve_stale(mode, meta, false),
             // stale-if-error: the origin failed, timed out or answered 5xx.
-            Some(error) => error.esource() == &ErrorSource::Upstream,
+            Some(error) => {
+                error.esource() == &ErrorSource::Upstream
+                    && ModeRules::may_serve_stale(mode, meta, true)
+            }
         }
     }
 

@@ -29,7 +29,7 @@ impl RouteClass {
             Self::Admin
         } else if under("/v1/search") {
             Self::Search
-        } else if under("/v1/cart") {
+        } else if under("/v1/cart") || under("/v1/notify-me") {
             Self::Cart
         } else if under("/v1/checkout") || under("/v1/flash-sales") {
             Self::Checkout
@@ -366,6 +366,7 @@ mod tests {
     fn classifies_routes_by_prefix() {
         assert_eq!(RouteClass::of("/v1/products/1"), RouteClass::Browse);
         assert_eq!(RouteClass::of("/v1/cart/items"), RouteClass::Cart);
+        assert_eq!(RouteClass::of("/v1/notify-me"), RouteClass::Cart);
         assert_eq!(RouteClass::of("/v1/cartography"), RouteClass::Browse);
         assert_eq!(RouteClass::of("/v1/admin/products"), RouteClass::Admin);
         assert_eq!(RouteClass::of("/v1/checkout"), RouteClass::Checkout);

@@ -15,6 +15,7 @@ use crate::catalog::handlers::db_error;
 use crate::catalog::model::{PriceView, Sku};
 use crate::catalog::store::{Sellable, price_view, sellables};
 use crate::identity::{GuestId, Shopper, clear_guest_cookie};
+use crate::modes::guard::Writable;
 use crate::problem::{ApiError, ApiJson, ApiPath};
 
 #[derive(Debug, Deserialize)]
@@ -258,6 +259,7 @@ pub async fn show(State(state): State<CartState>, shopper: Shopper) -> Result<Re
 pub async fn add(
     State(state): State<CartState>,
     shopper: Shopper,
+    _writable: Writable,
     ApiJson(input): ApiJson<AddItem>,
 ) -> Result<Response, ApiError> {
     let store = store(&state)?;
@@ -301,6 +303,7 @@ pub async fn add(
 pub async fn update(
     State(state): State<CartState>,
     shopper: Shopper,
+    _writable: Writable,
     ApiPath(raw): ApiPath<String>,
     ApiJson(input): ApiJson<UpdateItem>,
 ) -> Result<Response, ApiError> {
@@ -334,6 +337,7 @@ pub async fn update(
 pub async fn remove(
     State(state): State<CartState>,
     shopper: Shopper,
+    _writable: Writable,
     ApiPath(raw): ApiPath<String>,
 ) -> Result<Response, ApiError> {
     let store = store(&state)?;

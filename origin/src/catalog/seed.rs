@@ -220,6 +220,20 @@ pub async fn seed(
     )
     .execute(&mut *tx)
     .await?;
+    // Zero to three reviews per product, fixed per SKU.
+    sqlx::query!(
+        r#"
+        insert into product_reviews (product_id, author, rating, title, body)
+        select p.id,
+               (array['Ann', 'Bo', 'Chen', 'Dara', 'Eli', 'Femi'])[1 + abs(hashtext(p.sku || n)) % 6],
+               1 + abs(hashtext(p.sku || n || 'r')) % 5,
+               (array['Does the job', 'Love it', 'Not for me', 'Great value', 'As described'])[1 + abs(hashtext(p.sku || n || 't')) % 5],
+               'Review ' || n || ' of the ' || p.name || '.'
+        from products p, generate_series(1, abs(hashtext(p.sku)) % 4) as n
+        "#
+    )
+    .execute(&mut *tx)
+    .await?;
     sqlx::query!(
         "select setval(pg_get_serial_sequence('products', 'id'), greatest((select max(id) from products), 1))"
     )

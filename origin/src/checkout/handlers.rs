@@ -32,6 +32,7 @@ use crate::catalog::handlers::db_error;
 use crate::catalog::store::{Sellable, sellables};
 use crate::flash;
 use crate::identity::{Shopper, UserId};
+use crate::modes::guard::Writable;
 use crate::orders::handlers::shard_error;
 use crate::orders::model::{OrderId, OrderLine, OrderState};
 use crate::orders::shards::Shard;
@@ -178,6 +179,7 @@ fn price_changed(detail: &str, cart: Value) -> ApiError {
 pub async fn checkout(
     State(state): State<CheckoutState>,
     shopper: Shopper,
+    _writable: Writable,
     headers: HeaderMap,
     ApiJson(body): ApiJson<Value>,
 ) -> Result<Response, ApiError> {

@@ -16,6 +16,7 @@ use crate::catalog::handlers::db_error;
 use crate::catalog::model::Sku;
 use crate::catalog::store::sellables;
 use crate::identity::Shopper;
+use crate::modes::guard::Writable;
 use crate::problem::{ApiError, ApiJson, ApiPath};
 
 #[derive(Debug, Deserialize)]
@@ -180,6 +181,7 @@ pub async fn create(
 pub async fn claim(
     State(state): State<FlashState>,
     shopper: Shopper,
+    _writable: Writable,
     ApiPath(raw): ApiPath<String>,
 ) -> Result<Response, ApiError> {
     let user = shopper.user()?;

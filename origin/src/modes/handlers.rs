@@ -9,7 +9,10 @@
 //!   back to inherited; `reason` is required. Recorded in the audit log
 //!   with the admin token's name;
 //! - `GET /v1/admin/modes/history?region=&before=&limit=`: the audit log,
-//!   newest first.
+//!   newest first;
+//! - `GET /v1/modes` (public): what this origin applies for its region,
+//!   from memory (the edges' polling backstop; a storefront may hide
+//!   switched-off features with it).
 
 use std::collections::BTreeMap;
 
@@ -43,6 +46,16 @@ fn private(body: Value) -> Response {
             HeaderValue::from_static("private, no-store"),
         )],
         axum::Json(body),
+    )
+        .into_response()
+}
+
+/// `GET /v1/modes`: this origin's applied setting, no database read.
+pub async fn applied(State(state): State<ModesState>) -> Response {
+    let announcement = state.applied.current().announcement(&state.region);
+    (
+        [(header::CACHE_CONTROL, HeaderValue::from_static("no-store"))],
+        axum::Json(announcement),
     )
         .into_response()
 }

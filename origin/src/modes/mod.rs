@@ -8,11 +8,15 @@
 //!   that also logs the invalidation key `modes`, so the change travels to
 //!   every region with the replication stream.
 //! - [`handlers`]: `GET/PUT /v1/admin/modes[/{region}]`,
-//!   `GET /v1/admin/modes/history` (admin bearer tokens).
+//!   `GET /v1/admin/modes/history` (admin bearer tokens), `GET /v1/modes`
+//!   (public: the setting this origin applies).
+//! - [`guard`]: [`guard::Writable`], the check every shopper write takes
+//!   (503 with `Retry-After` in `read-only` and `maintenance`).
 //! - [`watcher`]: the region's effective setting in a running process,
 //!   re-read from the replica when the key `modes` passes (invalidation
 //!   log or Redis channel) and polled as a backstop.
 
+pub mod guard;
 pub mod handlers;
 pub mod store;
 pub mod watcher;
@@ -32,6 +36,10 @@ pub struct ModesState(Arc<ModesContext>);
 
 pub struct ModesContext {
     pub db: DbRouter,
+    /// This origin's region.
+    pub region: String,
+    /// `Retry-After` of a write the mode refuses.
+    pub retry_after: std::time::Duration,
     /// The regions a mode may be set for (empty: any well-formed name).
     pub regions: Vec<String>,
     /// What this process applies (told to re-read after a change here).
@@ -53,6 +61,7 @@ impl std::ops::Deref for ModesState {
 
 pub fn router(max_body_bytes: usize) -> Router<AppState> {
     Router::new()
+        .route("/v1/modes", get(handlers::applied))
         .route("/v1/admin/modes", get(handlers::list))
         .route("/v1/admin/modes/history", get(handlers::history))
         .route(

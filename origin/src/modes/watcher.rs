@@ -5,15 +5,23 @@
 //! `poll_interval` as a backstop. A process that cannot read the table
 //! keeps its last known setting and says so (`meridian_modes_stale`,
 //! `/readyz`).
+//!
+//! Once it has applied a new setting, the origin announces it on the
+//! regional invalidation channel ([`Announcement`], with the key `modes`)
+//! so the region's edges follow at once and purge what they cached under
+//! the old setting; they also poll `GET /v1/modes`, which answers from
+//! here without a database read.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use meridian_topology::modes::{Effective, Feature, Mode};
+use meridian_topology::invalidation::{CHANNEL, InvalidationMessage};
+use meridian_topology::modes::{Announcement, Effective, Feature, Mode};
 use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::store;
+use crate::cache::L2;
 use crate::db::DbRouter;
 use crate::metrics::Metrics;
 
@@ -25,6 +33,29 @@ pub struct Applied {
     pub loaded: bool,
     /// Whether the last read failed (the setting may be out of date).
     pub stale: bool,
+    /// When the newest row read was written (Unix ms; 0 before a read).
+    pub changed_at_ms: i64,
+}
+
+impl Applied {
+    /// The setting as `GET /v1/modes` answers and announcements carry it.
+    pub fn announcement(&self, region: &str) -> Announcement {
+        Announcement {
+            region: region.to_string(),
+            mode: self.effective.mode,
+            features: self.effective.features.clone(),
+            changed_at_ms: self.changed_at_ms,
+            stale: self.stale,
+        }
+    }
+}
+
+/// Where applied changes are announced: the regional Redis and this
+/// instance's name (origins ignore their own messages).
+#[derive(Clone)]
+pub struct Announcer {
+    pub l2: L2,
+    pub instance: String,
 }
 
 /// A handle on the applied setting; cheap to clone.
@@ -61,19 +92,33 @@ impl Modes {
     }
 }
 
+/// What the watcher reads and where it reports.
+pub struct Watch {
+    pub db: DbRouter,
+    pub region: String,
+    pub metrics: Metrics,
+    pub poll_interval: Duration,
+    pub announcer: Option<Announcer>,
+}
+
 /// Starts reading the modes of `region`; the task ends with `shutdown`.
 pub fn start(
-    db: DbRouter,
-    region: String,
-    metrics: Metrics,
-    poll_interval: Duration,
+    watch: Watch,
     shutdown: CancellationToken,
     tasks: &mut tokio::task::JoinSet<()>,
 ) -> Modes {
+    let Watch {
+        db,
+        region,
+        metrics,
+        poll_interval,
+        announcer,
+    } = watch;
     let initial = Applied {
         effective: Effective::default(),
         loaded: false,
         stale: false,
+        changed_at_ms: 0,
     };
     publish_metrics(&metrics, &initial);
     let (sender, current) = watch::channel(initial);
@@ -91,13 +136,23 @@ pub fn start(
                 _ = ticker.tick() => {}
                 _ = reload.notified() => {}
             }
-            refresh(&db, &region, &metrics, &sender).await;
+            if let Some(applied) = refresh(&db, &region, &metrics, &sender).await
+                && let Some(announcer) = &announcer
+            {
+                announce(announcer, &applied.announcement(&region)).await;
+            }
         }
     });
     modes
 }
 
-async fn refresh(db: &DbRouter, region: &str, metrics: &Metrics, sender: &watch::Sender<Applied>) {
+/// Re-reads the table; returns the new setting if it changed.
+async fn refresh(
+    db: &DbRouter,
+    region: &str,
+    metrics: &Metrics,
+    sender: &watch::Sender<Applied>,
+) -> Option<Applied> {
     let read = db
         .read_background()
         .run(|conn| async move { store::rows(conn.pool()).await })
@@ -107,7 +162,7 @@ async fn refresh(db: &DbRouter, region: &str, metrics: &Metrics, sender: &watch:
         Err(error) => {
             tracing::warn!(%error, "mode table unreadable; keeping the last known mode");
             mark_stale(metrics, sender);
-            return;
+            return None;
         }
     };
     let changed_at = rows.iter().map(|r| r.updated_at).max();
@@ -116,17 +171,18 @@ async fn refresh(db: &DbRouter, region: &str, metrics: &Metrics, sender: &watch:
         Err(error) => {
             tracing::error!(%error, "mode table not understood; keeping the last known mode");
             mark_stale(metrics, sender);
-            return;
+            return None;
         }
     };
     let next = Applied {
         effective: table.effective(region),
         loaded: true,
         stale: false,
+        changed_at_ms: changed_at.map_or(0, |at| at.timestamp_millis()),
     };
     let previous = sender.borrow().clone();
     if previous == next {
-        return;
+        return None;
     }
     if previous.loaded && previous.effective != next.effective {
         metrics.mode_changes.inc();
@@ -141,7 +197,19 @@ async fn refresh(db: &DbRouter, region: &str, metrics: &Metrics, sender: &watch:
         );
     }
     publish_metrics(metrics, &next);
-    sender.send_replace(next);
+    sender.send_replace(next.clone());
+    Some(next)
+}
+
+async fn announce(announcer: &Announcer, announcement: &Announcement) {
+    let message = InvalidationMessage {
+        instance: announcer.instance.clone(),
+        keys: vec![store::INVALIDATION_KEY.to_string()],
+        modes: Some(announcement.clone()),
+    };
+    if let Ok(text) = serde_json::to_string(&message) {
+        announcer.l2.publish(CHANNEL, text).await;
+    }
 }
 
 fn mark_stale(metrics: &Metrics, sender: &watch::Sender<Applied>) {

@@ -4,6 +4,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::modes::Announcement;
+
 /// The regional Redis channel invalidations are published on.
 pub const CHANNEL: &str = "meridian:invalidations";
 
@@ -14,4 +16,8 @@ pub struct InvalidationMessage {
     pub instance: String,
     /// Surrogate keys (`product:42`, `category:shoes`, `products`).
     pub keys: Vec<String>,
+    /// Set when the origin has just applied a new operating setting of its
+    /// region (`keys` is then `["modes"]`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub modes: Option<Announcement>,
 }

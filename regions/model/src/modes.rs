@@ -135,6 +135,32 @@ impl Default for Effective {
     }
 }
 
+/// A region's setting as an origin applies it: what `GET /v1/modes`
+/// answers and what an origin announces on the regional invalidation
+/// channel when it applied a change, so edges follow without asking.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Announcement {
+    pub region: String,
+    pub mode: Mode,
+    pub features: BTreeMap<Feature, bool>,
+    /// When the newest stored row it derives from was written (Unix ms):
+    /// a receiver keeps the newest and ignores older announcements (an
+    /// origin whose replica lags).
+    pub changed_at_ms: i64,
+    /// The announcing origin could not read the table on its last try.
+    #[serde(default)]
+    pub stale: bool,
+}
+
+impl Announcement {
+    pub fn effective(&self) -> Effective {
+        Effective {
+            mode: self.mode,
+            features: self.features.clone(),
+        }
+    }
+}
+
 /// The global default and the regions' overrides, as stored.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ModeTable {

@@ -7,8 +7,11 @@
 //! - [`edge`]: run one edge process from a config file.
 //! - [`token`]: mint a shopper token for local use.
 //! - [`psp`]: run one payment-provider simulator.
+//! - [`ops`]: `status`, `degrade`, `features`, `purge`, `modes history`
+//!   against a running stack.
 
 pub mod edge;
+pub mod ops;
 pub mod origin;
 pub mod psp;
 pub mod seed;
@@ -52,6 +55,19 @@ pub enum Command {
     /// Run one payment-provider simulator (payment intents, idempotency
     /// keys, injected latency, errors and timeouts, a ledger).
     Psp(psp::PspArgs),
+    /// Every region's health, lag, cache hit ratio, request and error rate
+    /// and operating mode.
+    Status(ops::status::StatusArgs),
+    /// Set a region's (or the global) operating mode; waits until every
+    /// edge and origin applied it and prints how long each took.
+    Degrade(ops::modes::DegradeArgs),
+    /// Switch features (recommendations, search-suggestions, reviews,
+    /// checkout-queueing) on or off for a region or globally.
+    Features(ops::modes::FeaturesArgs),
+    /// Purge cached responses by tag or URL in every region's edge.
+    Purge(ops::purge::PurgeArgs),
+    /// Operating modes: `history` (the audit log).
+    Modes(ops::modes::ModesArgs),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -96,6 +112,13 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::Seed(args) => runtime.block_on(seed::run(args)),
         Command::Origin(args) => runtime.block_on(origin::run(args)),
         Command::Psp(args) => runtime.block_on(psp::run(args)),
+        Command::Status(args) => runtime.block_on(ops::status::run(args)),
+        Command::Degrade(args) => runtime.block_on(ops::modes::degrade(args)),
+        Command::Features(args) => runtime.block_on(ops::modes::features(args)),
+        Command::Purge(args) => runtime.block_on(ops::purge::run(args)),
+        Command::Modes(args) => match args.command {
+            ops::modes::ModesCommand::History(args) => runtime.block_on(ops::modes::history(args)),
+        },
     }
 }
 

@@ -218,7 +218,7 @@ pub async fn run(args: UpArgs) -> Result<(), CliError> {
             }),
         };
         let redis = stack.region(&region.name).map(|s| s.redis.url());
-        let config = edge_config(
+        let mut config = edge_config(
             &topology,
             region,
             &origin_addrs,
@@ -226,6 +226,8 @@ pub async fn run(args: UpArgs) -> Result<(), CliError> {
             redis,
             &secrets,
         );
+        // Kept across restarts of this edge within the run.
+        config.modes.state_file = Some(data_dir.join(format!("edge-{}-modes.json", region.name)));
         let config_path = base.join(format!("edge-{}.toml", region.name));
         let text = toml::to_string(&config)
             .map_err(|e| CliError::Other(format!("cannot write edge config: {e}")))?;

@@ -15,6 +15,7 @@ mod edge;
 mod flash;
 mod helpers;
 mod inventory;
+mod mode_behaviour;
 mod modes;
 mod orders;
 mod replicas;

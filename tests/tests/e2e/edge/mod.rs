@@ -5,6 +5,7 @@
 mod cache;
 mod failover;
 mod limits;
+mod modes;
 mod protocol;
 mod purge;
 mod routing;
@@ -77,19 +78,35 @@ impl TestEdge {
         };
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            let ready = edge
+            // Ready, and subscribed to the purge channel if it has one.
+            let readyz = match edge
                 .client
                 .get(format!("{}/readyz", edge.admin))
                 .send()
                 .await
-                .is_ok_and(|r| r.status() == 200);
+            {
+                Ok(response) => Some((
+                    response.status(),
+                    response
+                        .json::<serde_json::Value>()
+                        .await
+                        .unwrap_or_default(),
+                )),
+                Err(_) => None,
+            };
+            let ready = readyz
+                .as_ref()
+                .is_some_and(|(status, body)| *status == 200 && body["purge_listener"] != false);
             let listening = tokio::net::TcpStream::connect(edge.url.trim_start_matches("http://"))
                 .await
                 .is_ok();
             if ready && listening {
                 return edge;
             }
-            assert!(Instant::now() < deadline, "edge not ready within 10 s");
+            assert!(
+                Instant::now() < deadline,
+                "edge not ready within 10 s: {readyz:?}"
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }

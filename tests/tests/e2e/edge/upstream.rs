@@ -68,6 +68,12 @@ impl TestUpstream {
         let stop = CancellationToken::new();
         let app = axum::Router::new()
             .route("/healthz", axum::routing::get(|| async { "ok" }))
+            // Not a Meridian origin: it has no operating mode to tell the
+            // edge's mode follower (whose polls are not counted).
+            .route(
+                "/v1/modes",
+                axum::routing::get(|| async { axum::http::StatusCode::NOT_FOUND }),
+            )
             .fallback(respond)
             .with_state(self.shared.clone());
         let signal = stop.clone();
