@@ -82,6 +82,38 @@ pub struct EdgeConfig {
     /// Operating modes: how the edge follows them and what they change.
     #[serde(default)]
     pub modes: ModesConfig,
+    /// The waiting room in front of checkout and flash-sale claims; absent
+    /// = never queue.
+    #[serde(default)]
+    pub waiting_room: Option<WaitingRoomConfig>,
+}
+
+/// The waiting room (Cloudflare Waiting Room's model).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WaitingRoomConfig {
+    /// Signs the queue tickets and admissions (at least 32 bytes; the same
+    /// on every edge of the region).
+    pub secret: String,
+    /// Shoppers in at once, per room.
+    pub active_users: u32,
+    /// Shoppers let in per minute, per room.
+    pub new_users_per_minute: u32,
+    /// How long an admission lasts.
+    #[serde(with = "humantime_serde", default = "defaults::session_duration")]
+    pub session_duration: Duration,
+    /// How long an admitted ticket keeps its place for its holder.
+    #[serde(with = "humantime_serde", default = "defaults::ticket_grace")]
+    pub ticket_grace: Duration,
+    /// Queue even when the mode does not ask for it (a planned sale).
+    #[serde(default)]
+    pub always_on: bool,
+    /// How long a sold-out room keeps saying so.
+    #[serde(with = "humantime_serde", default = "defaults::sold_out_for")]
+    pub sold_out_for: Duration,
+    /// Longest a room decision may wait for Redis (then: let through).
+    #[serde(with = "humantime_serde", default = "defaults::room_redis_timeout")]
+    pub redis_timeout: Duration,
 }
 
 /// How the edge follows its region's operating mode, and what the modes
@@ -388,6 +420,22 @@ impl Default for HealthConfig {
 mod defaults {
     use std::time::Duration;
 
+    pub fn session_duration() -> Duration {
+        Duration::from_secs(300)
+    }
+
+    pub fn ticket_grace() -> Duration {
+        Duration::from_secs(60)
+    }
+
+    pub fn sold_out_for() -> Duration {
+        Duration::from_secs(3600)
+    }
+
+    pub fn room_redis_timeout() -> Duration {
+        Duration::from_millis(250)
+    }
+
     pub fn modes_poll_interval() -> Duration {
         Duration::from_secs(5)
     }
@@ -539,6 +587,23 @@ impl EdgeConfig {
         }
         if self.upstreams.is_empty() {
             return invalid("upstreams", "list at least one region".into());
+        }
+        if let Some(room) = &self.waiting_room {
+            if room.secret.len() < 32 {
+                return invalid("waiting_room.secret", "must be at least 32 bytes".into());
+            }
+            if room.active_users == 0 || room.new_users_per_minute == 0 {
+                return invalid(
+                    "waiting_room",
+                    "active_users and new_users_per_minute must be at least 1".into(),
+                );
+            }
+            if room.session_duration.is_zero() || room.ticket_grace.is_zero() {
+                return invalid(
+                    "waiting_room",
+                    "session_duration and ticket_grace must be greater than zero".into(),
+                );
+            }
         }
         if self.modes.poll_interval.is_zero() {
             return invalid("modes.poll_interval", "must be greater than zero".into());

@@ -20,6 +20,8 @@
 //! - [`modes`]: the operating mode applied here and how it follows the
 //!   region's setting.
 //! - [`admin`]: metrics, health, readiness and purge API on the admin port.
+//! - [`waiting_room`]: the FIFO queue in front of checkout and flash-sale
+//!   claims (state in the region's Redis).
 //! - [`metrics`]: the Prometheus registry.
 //!
 //! Architecture invariant: the edge never talks to PostgreSQL and knows no
@@ -38,6 +40,7 @@ pub mod purge_listener;
 pub mod rate_limiting;
 pub mod server;
 pub mod upstream;
+pub mod waiting_room;
 
 pub use config::EdgeConfig;
 pub use server::{EdgeServer, StartError};

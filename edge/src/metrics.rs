@@ -107,6 +107,8 @@ pub struct EdgeMetrics {
     pub mode_propagation: prometheus::Histogram,
     /// 1 while no origin of the region answers: last known setting in force.
     pub modes_stale: IntGauge,
+    /// Label `result` (admitted, passed, queued, sold_out, refused).
+    pub waiting_room: IntCounterVec,
     /// Requests answered by the maintenance page.
     pub maintenance_answers: prometheus::IntCounter,
     cache_items: IntGauge,
@@ -256,6 +258,16 @@ impl EdgeMetrics {
                 IntGauge::new(
                     "modes_stale",
                     "1 while the region's origins cannot be asked for the mode",
+                )?,
+            ),
+            waiting_room: register(
+                &registry,
+                IntCounterVec::new(
+                    Opts::new(
+                        "waiting_room_total",
+                        "Waiting-room decisions on protected routes",
+                    ),
+                    &["result"],
                 )?,
             ),
             maintenance_answers: register(

@@ -135,11 +135,21 @@ impl EdgeServer {
             .map(|b| CheckoutBudget::new(b, config.redis_url.as_deref()).map(Arc::new))
             .transpose()
             .map_err(|e| StartError::Redis(e.to_string()))?;
+        let waiting_room = config
+            .waiting_room
+            .as_ref()
+            .map(|room| {
+                crate::waiting_room::WaitingRoom::new(room, config.redis_url.as_deref())
+                    .map(Arc::new)
+            })
+            .transpose()
+            .map_err(|e| StartError::Redis(e.to_string()))?;
         server.add_service(background_service(
             "limits",
             LimitsMaintenance {
                 limits: rate_limits.clone(),
                 budget: budget.clone(),
+                waiting_room: waiting_room.clone(),
             },
         ));
         let proxy = EdgeProxy {
@@ -155,6 +165,7 @@ impl EdgeServer {
             budget,
             modes: modes.clone(),
             mode_rules: crate::proxy::mode_rules::ModeRules::new(&config.modes),
+            waiting_room: waiting_room.clone(),
             limits: crate::proxy::request_filters::RequestLimits {
                 max_header_bytes: config.max_request_header_bytes,
                 max_headers: config.max_request_headers,

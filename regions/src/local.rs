@@ -263,5 +263,17 @@ pub fn edge_config(
         debug_headers: true,
         grace_period_seconds: 1,
         modes: Default::default(),
+        // Queues checkout and flash claims in `degraded` mode (the feature
+        // `checkout-queueing`), sized for a laptop.
+        waiting_room: Some(meridian_edge::config::WaitingRoomConfig {
+            secret: format!("waiting-room:{}", secrets.challenge_secret),
+            active_users: 200,
+            new_users_per_minute: 600,
+            session_duration: std::time::Duration::from_secs(300),
+            ticket_grace: std::time::Duration::from_secs(60),
+            always_on: false,
+            sold_out_for: std::time::Duration::from_secs(3600),
+            redis_timeout: std::time::Duration::from_millis(250),
+        }),
     }
 }

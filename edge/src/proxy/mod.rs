@@ -42,6 +42,8 @@ use crate::metrics::{self, EdgeMetrics};
 use crate::modes::EdgeModes;
 use crate::rate_limiting::RateLimits;
 use crate::rate_limiting::budget::CheckoutBudget;
+use crate::waiting_room::{SOLD_OUT_HEADER, Verdict, WaitingRoom, room_of};
+use meridian_topology::modes::Feature;
 use meridian_topology::modes::Mode;
 use mode_rules::ModeRules;
 use request_filters::{RouteClass, credentialed, sanitise};
@@ -74,6 +76,7 @@ pub struct EdgeProxy {
     pub budget: Option<Arc<CheckoutBudget>>,
     pub modes: Arc<EdgeModes>,
     pub mode_rules: ModeRules,
+    pub waiting_room: Option<Arc<WaitingRoom>>,
 }
 
 /// What one request carries between phases.
@@ -91,6 +94,10 @@ pub struct RequestCtx {
     /// the fast path could not answer.
     cache_key: Option<CacheKey>,
     routing: routing::Attempt,
+    /// The waiting room this request passed (a protected route).
+    room: Option<String>,
+    /// An admission to hand the client with the origin's response.
+    set_cookie: Option<String>,
 }
 
 /// A response the edge gives by itself instead of proxying.
@@ -143,8 +150,7 @@ impl EdgeProxy {
     }
 
     /// The checks after a request is known to be well formed: shopper
-    /// identity (home-region pinning), bot screening, rate limits and the
-    /// checkout budget.
+    /// identity (home-region pinning), bot screening and rate limits.
     async fn admit(
         &self,
         session: &Session,
@@ -158,11 +164,24 @@ impl EdgeProxy {
             Shopper::SignedIn(claims) => Some(claims.sub.as_str()),
             _ => None,
         };
-        let mut refusal = self
+        let refusal = self
             .rate_limits
             .check(ctx.route, client_ip, user, throttled);
-        if refusal.is_none()
-            && ctx.route == RouteClass::Checkout
+        match refusal {
+            Some(refusal) => Err(self.too_many(&refusal)),
+            None => Ok(()),
+        }
+    }
+
+    /// The region-wide checkout budget, for checkout `POST`s.
+    async fn take_budget(
+        &self,
+        session: &Session,
+        ctx: &RequestCtx,
+    ) -> std::result::Result<(), LocalAnswer> {
+        let request = session.req_header();
+        let mut refusal = None;
+        if ctx.route == RouteClass::Checkout
             && request.method == http::Method::POST
             && let Some(budget) = &self.budget
         {
@@ -180,9 +199,13 @@ impl EdgeProxy {
                 .inc();
             refusal = verdict;
         }
-        let Some(refusal) = refusal else {
-            return Ok(());
-        };
+        match refusal {
+            Some(refusal) => Err(self.too_many(&refusal)),
+            None => Ok(()),
+        }
+    }
+
+    fn too_many(&self, refusal: &crate::rate_limiting::Refusal) -> LocalAnswer {
         self.metrics
             .rate_limited
             .with_label_values(&[&refusal.policy])
@@ -192,7 +215,34 @@ impl EdgeProxy {
             refusal.policy,
             refusal.retry_after_secs().max(1)
         );
-        Err(LocalAnswer::new(429, "Too many requests", detail).with_headers(refusal.headers()))
+        LocalAnswer::new(429, "Too many requests", detail).with_headers(refusal.headers())
+    }
+
+    /// The waiting room, for protected routes while it is on: `None` lets
+    /// the request on, `Some(verdict)` is answered instead.
+    async fn queue(&self, session: &Session, ctx: &mut RequestCtx) -> Option<Verdict> {
+        let room = self.waiting_room.as_ref()?;
+        if ctx.route != RouteClass::Checkout
+            || !(room.always_on() || self.modes.enabled(Feature::CheckoutQueueing))
+        {
+            return None;
+        }
+        let request = session.req_header();
+        let path = ctx.path_and_query.split('?').next().unwrap_or_default();
+        let name = room_of(&request.method, path)?;
+        let verdict = room.enter(request, &name).await;
+        self.metrics
+            .waiting_room
+            .with_label_values(&[verdict.label()])
+            .inc();
+        match verdict {
+            Verdict::Pass { set_cookie } => {
+                ctx.set_cookie = set_cookie;
+                ctx.room = Some(name);
+                None
+            }
+            other => Some(other),
+        }
     }
 
     /// Who sent the request; a signed-in shopper's personal routes are
@@ -349,6 +399,8 @@ impl ProxyHttp for EdgeProxy {
             fast_hit: false,
             cache_key: None,
             routing: routing::Attempt::default(),
+            room: None,
+            set_cookie: None,
         }
     }
 
@@ -386,7 +438,21 @@ impl ProxyHttp for EdgeProxy {
                         return Ok(true);
                     }
                 }
-                self.admit(session, ctx, client_ip).await
+                match self.admit(session, ctx, client_ip).await {
+                    Ok(()) => {
+                        // Boxed, and only for checkout routes: rare and large.
+                        if ctx.route == RouteClass::Checkout
+                            && let Some(room) = &self.waiting_room
+                            && let Some(verdict) = Box::pin(self.queue(session, ctx)).await
+                        {
+                            let status = Box::pin(room.respond(session, &verdict)).await?;
+                            ctx.local_status = Some(status);
+                            return Ok(true);
+                        }
+                        self.take_budget(session, ctx).await
+                    }
+                    refused => refused,
+                }
             }
             Err(rejection) => Err(LocalAnswer::from(rejection)),
         };
@@ -571,6 +637,14 @@ impl ProxyHttp for EdgeProxy {
         ctx: &mut Self::CTX,
     ) -> Result<()> {
         let status = CacheStatus::of(session);
+        if let Some(cookie) = ctx.set_cookie.take() {
+            response.append_header(http::header::SET_COOKIE, cookie)?;
+        }
+        if let (Some(room), Some(waiting_room)) = (&ctx.room, &self.waiting_room)
+            && response.headers.contains_key(SOLD_OUT_HEADER)
+        {
+            waiting_room.sold_out(room).await;
+        }
         decorate(response, status, self.key_debug(ctx).as_deref())
     }
 

@@ -204,10 +204,12 @@ impl RateLimits {
 }
 
 /// Background service: sweeps idle buckets every 30 s and connects the
-/// checkout budget's Redis client.
+/// Redis clients of the checkout budget and the waiting room (the edge is
+/// built outside any runtime).
 pub struct LimitsMaintenance {
     pub limits: std::sync::Arc<RateLimits>,
     pub budget: Option<std::sync::Arc<budget::CheckoutBudget>>,
+    pub waiting_room: Option<std::sync::Arc<crate::waiting_room::WaitingRoom>>,
 }
 
 #[async_trait::async_trait]
@@ -215,6 +217,9 @@ impl pingora::services::background::BackgroundService for LimitsMaintenance {
     async fn start(&self, mut shutdown: pingora::server::ShutdownWatch) {
         if let Some(budget) = &self.budget {
             budget.connect();
+        }
+        if let Some(room) = &self.waiting_room {
+            room.connect();
         }
         let mut tick = tokio::time::interval(Duration::from_secs(30));
         loop {

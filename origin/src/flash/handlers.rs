@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use axum::extract::State;
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::json;
@@ -177,6 +177,9 @@ pub async fn create(
     ))
 }
 
+/// Marks a sold-out answer, for the edge's waiting room.
+pub const SOLD_OUT: HeaderName = HeaderName::from_static("x-meridian-sold-out");
+
 /// One claim: an answer from Redis alone.
 pub async fn claim(
     State(state): State<FlashState>,
@@ -199,14 +202,19 @@ pub async fn claim(
                 json!({ "sale_id": id, "slot": slot, "unit": user_seq, "status": "queued" }),
             )),
         ),
+        // The header tells the edge's waiting room to stop queueing.
         Claim::SoldOut => (
             "sold_out",
-            Err(flash_problem(
-                StatusCode::CONFLICT,
-                "sold-out",
-                "the flash sale is sold out",
-                id,
-            )),
+            Ok((
+                [(SOLD_OUT, HeaderValue::from_static("true"))],
+                flash_problem(
+                    StatusCode::CONFLICT,
+                    "sold-out",
+                    "the flash sale is sold out",
+                    id,
+                ),
+            )
+                .into_response()),
         ),
         Claim::LimitReached => (
             "limit",

@@ -410,6 +410,17 @@ async fn each_mode_behaves_as_promised_through_the_edge() {
     let mut config = edge_config(HOME, vec![region(HOME, addr(&origin), 0)]);
     config.redis_url = Some(stack.stack.region(HOME).expect("home").redis.url());
     config.modes.state_file = Some(dir.path().join("edge.json"));
+    // Queues checkout when the mode asks for it, one shopper at a time.
+    config.waiting_room = Some(meridian_edge::config::WaitingRoomConfig {
+        secret: "a-waiting-room-secret-for-the-tests-0123".into(),
+        active_users: 1,
+        new_users_per_minute: 100,
+        session_duration: Duration::from_secs(300),
+        ticket_grace: Duration::from_secs(30),
+        always_on: false,
+        sold_out_for: Duration::from_secs(60),
+        redis_timeout: Duration::from_millis(500),
+    });
     let edge = TestEdge::start(config).await;
     let client = reqwest::Client::new();
     // A product with reviews, and a SKU of it that can be bought.
@@ -471,6 +482,25 @@ async fn each_mode_behaves_as_promised_through_the_edge() {
         422
     );
 
+    let checkout_status = |user: &'static str| {
+        let edge = &edge;
+        async move {
+            edge.client
+                .post(format!("{}/v1/checkout", edge.url))
+                .bearer_auth(shopper_token(user, HOME))
+                .header("idempotency-key", format!("{user}-checkout"))
+                .json(&json!({}))
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    // Normal: checkout is not queued.
+    assert_ne!(checkout_status("early-1").await, 429);
+    assert_ne!(checkout_status("early-2").await, 429);
+
     // Degraded: switched-off features answer empty, cacheable results that
     // say so; the copy cached under `normal` was purged by the change.
     put_mode(
@@ -513,6 +543,9 @@ async fn each_mode_behaves_as_promised_through_the_edge() {
     .await;
     assert_eq!(header(&response, "x-meridian-feature-off"), Some("reviews"));
     assert_eq!(response.json::<Value>().await.unwrap()["count"], 0);
+    // Checkout goes through the waiting room: one in, the next queued.
+    assert_ne!(checkout_status("degraded-1").await, 429);
+    assert_eq!(checkout_status("degraded-2").await, 429);
     // An explicit switch beats the mode's default.
     put_mode(
         &client,

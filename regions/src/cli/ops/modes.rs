@@ -265,7 +265,7 @@ pub async fn history(args: HistoryArgs) -> Result<(), CliError> {
         };
         println!(
             "{:<6} {:<25} {:<16} {:<10} {:<24} {:<30} {}",
-            change["id"],
+            change["id"].to_string(),
             change["at"]
                 .as_str()
                 .unwrap_or_default()

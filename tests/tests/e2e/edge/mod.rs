@@ -10,6 +10,7 @@ mod protocol;
 mod purge;
 mod routing;
 pub mod upstream;
+mod waiting_room;
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};

@@ -207,5 +207,6 @@ async fn respond(
     set("surrogate-key", query.get("tag"));
     set("etag", query.get("etag"));
     set("x-served-by-region", Some(&shared.name));
+    set("x-meridian-sold-out", query.get("sold_out"));
     response
 }

@@ -1,0 +1,168 @@
+//! The waiting room against a real Redis shared by two edges of one region:
+//! admission up to `active_users`, FIFO tickets across both edges, forged
+//! and replayed tickets refused, the per-minute rate, and the queue told at
+//! once when the sale sells out.
+
+use std::time::Duration;
+
+use meridian_edge::config::WaitingRoomConfig;
+use meridian_regions::launcher::{Binaries, RedisServer, free_port};
+use serde_json::Value;
+
+use super::upstream::TestUpstream;
+use super::{TestEdge, edge_config, region};
+
+fn room_config(active_users: u32, per_minute: u32, session: Duration) -> WaitingRoomConfig {
+    WaitingRoomConfig {
+        secret: "a-waiting-room-secret-for-the-tests-0123".into(),
+        active_users,
+        new_users_per_minute: per_minute,
+        session_duration: session,
+        ticket_grace: Duration::from_secs(30),
+        always_on: true,
+        sold_out_for: Duration::from_secs(60),
+        redis_timeout: Duration::from_millis(500),
+    }
+}
+
+async fn edges(
+    upstream: &TestUpstream,
+    redis: &RedisServer,
+    room: WaitingRoomConfig,
+) -> (TestEdge, TestEdge) {
+    let mut a = edge_config("us-east", vec![region("us-east", upstream.addr, 0)]);
+    a.redis_url = Some(redis.url());
+    a.waiting_room = Some(room);
+    let mut b = a.clone();
+    b.listen.set_port(free_port().unwrap());
+    b.admin_listen.set_port(free_port().unwrap());
+    (TestEdge::start(a).await, TestEdge::start(b).await)
+}
+
+fn redis(dir: &std::path::Path) -> RedisServer {
+    let bins = Binaries::discover().expect("redis-server");
+    RedisServer::start(&bins, "room-redis", dir, free_port().unwrap()).expect("redis starts")
+}
+
+/// `POST path` with an optional queue cookie: (status, body, cookie set).
+async fn post(edge: &TestEdge, path: &str, cookie: Option<&str>) -> (u16, Value, Option<String>) {
+    let mut request = edge.client.post(format!("{}{path}", edge.url)).body("{}");
+    if let Some(cookie) = cookie {
+        request = request.header("cookie", cookie);
+    }
+    let response = request.send().await.expect("post");
+    let status = response.status().as_u16();
+    let set = response
+        .headers()
+        .get("set-cookie")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(str::to_string);
+    if status == 429 {
+        assert!(response.headers().contains_key("retry-after"));
+    }
+    let body = response.json().await.unwrap_or(Value::Null);
+    (status, body, set)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_waiting_room_admits_in_order_across_edges_and_refuses_bad_tickets() {
+    let dir = tempfile::tempdir().unwrap();
+    let redis = redis(dir.path());
+    let upstream = TestUpstream::start("us-east").await;
+    let (a, b) = edges(
+        &upstream,
+        &redis,
+        room_config(2, 1000, Duration::from_secs(2)),
+    )
+    .await;
+    let path = "/v1/checkout";
+
+    // Two get in at once, with an admission cookie.
+    let (status, _, first) = post(&a, path, None).await;
+    assert_eq!(status, 200);
+    let first = first.expect("admission cookie");
+    assert_eq!(post(&b, path, None).await.0, 200);
+    // An admission keeps working, on either edge.
+    assert_eq!(post(&b, path, Some(&first)).await.0, 200);
+
+    // Then tickets, numbered across both edges in the order they came.
+    let mut tickets = Vec::new();
+    for (i, edge) in [&a, &b, &a].into_iter().enumerate() {
+        let (status, body, cookie) = post(edge, path, None).await;
+        assert_eq!(status, 429, "{body}");
+        assert_eq!(body["position"], (i + 1) as u64, "{body}");
+        tickets.push(cookie.expect("ticket cookie"));
+    }
+    assert_eq!(
+        upstream.count(path),
+        3,
+        "queued requests never reach the origin"
+    );
+
+    // A ticket altered (or made up) is refused.
+    let forged = tickets[2].replacen(".3.", ".1.", 1);
+    assert_eq!(post(&a, path, Some(&forged)).await.0, 403);
+    assert_eq!(
+        post(&a, path, Some("meridian_queue=t.checkout.1.0.00"))
+            .await
+            .0,
+        403
+    );
+
+    // Sessions lapse: the next two tickets are let in — in ticket order,
+    // whoever asks first — and the third still waits at the front.
+    tokio::time::sleep(Duration::from_millis(2200)).await;
+    let (status, body, _) = post(&a, path, Some(&tickets[2])).await;
+    assert_eq!(status, 429, "ticket 3 waits for tickets 1 and 2: {body}");
+    assert_eq!(body["position"], 1);
+    assert_eq!(post(&b, path, Some(&tickets[1])).await.0, 200);
+    assert_eq!(post(&a, path, Some(&tickets[0])).await.0, 200);
+    // A ticket lets in once: a copy finds its place taken.
+    assert_eq!(post(&b, path, Some(&tickets[1])).await.0, 403);
+    assert_eq!(upstream.count(path), 5);
+    assert!(
+        a.metric("meridian_edge_waiting_room_total", &[("result", "queued")])
+            .await
+            >= 2.0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_waiting_room_keeps_to_its_rate_and_stops_queueing_at_sell_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let redis = redis(dir.path());
+    let upstream = TestUpstream::start("us-east").await;
+    // Plenty of room, but only three new shoppers a minute.
+    let (a, b) = edges(
+        &upstream,
+        &redis,
+        room_config(100, 3, Duration::from_secs(300)),
+    )
+    .await;
+    let claim = "/v1/flash-sales/9/claim";
+    let mut admissions = Vec::new();
+    for edge in [&a, &b, &a] {
+        let (status, _, cookie) = post(edge, claim, None).await;
+        assert_eq!(status, 200);
+        admissions.push(cookie.expect("admission"));
+    }
+    let (status, body, ticket) = post(&b, claim, None).await;
+    assert_eq!(status, 429, "the fourth of the minute waits: {body}");
+    let ticket = ticket.expect("ticket");
+    assert_eq!(post(&a, claim, Some(&ticket)).await.0, 429, "still waiting");
+    // Another room (checkout) has its own rate.
+    assert_eq!(post(&a, "/v1/checkout", None).await.0, 200);
+
+    // The sale sells out (the origin says so on a claim): the shopper who
+    // waits is told at the next poll, a newcomer at once — nobody waits
+    // for nothing.
+    let sold_out_claim = format!("{claim}?status=409&sold_out=true");
+    assert_eq!(post(&a, &sold_out_claim, Some(&admissions[0])).await.0, 409);
+    let (status, body, _) = post(&b, claim, Some(&ticket)).await;
+    assert_eq!(status, 410, "{body}");
+    assert_eq!(body["sold_out"], true);
+    assert_eq!(post(&a, claim, None).await.0, 410);
+    // The checkout room is not sold out.
+    assert_eq!(post(&b, "/v1/checkout", None).await.0, 200);
+}
