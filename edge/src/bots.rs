@@ -13,13 +13,12 @@ use std::net::IpAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use aho_corasick::AhoCorasick;
-use hmac::{Hmac, Mac};
 use pingora::http::RequestHeader;
 use pingora_limits::rate::Rate;
-use sha2::Sha256;
 
 use crate::config::BotsConfig;
 use crate::proxy::request_filters::cookie;
+use crate::signing;
 
 /// The challenge cookie's name.
 pub const CHALLENGE_COOKIE: &str = "meridian_challenge";
@@ -204,21 +203,17 @@ impl BotScorer {
     }
 
     fn signature(&self, expiry: u64, ip: Option<IpAddr>, user_agent: &str) -> String {
-        // HMAC accepts keys of any length.
-        let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(self.config.challenge_secret.as_bytes())
-        else {
-            return String::new();
-        };
-        mac.update(expiry.to_string().as_bytes());
-        mac.update(b"|");
-        mac.update(ip.map(|ip| ip.to_string()).unwrap_or_default().as_bytes());
-        mac.update(b"|");
-        mac.update(user_agent.as_bytes());
-        mac.finalize()
-            .into_bytes()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect()
+        let ip = ip.map(|ip| ip.to_string()).unwrap_or_default();
+        signing::hmac_hex(
+            self.config.challenge_secret.as_bytes(),
+            &[
+                expiry.to_string().as_bytes(),
+                b"|",
+                ip.as_bytes(),
+                b"|",
+                user_agent.as_bytes(),
+            ],
+        )
     }
 
     fn now() -> u64 {
@@ -257,11 +252,7 @@ impl BotScorer {
             return false;
         };
         let expected = self.signature(expiry, ip, user_agent);
-        expiry >= Self::now()
-            && bool::from(subtle::ConstantTimeEq::ct_eq(
-                expected.as_bytes(),
-                signature.as_bytes(),
-            ))
+        expiry >= Self::now() && signing::matches(&expected, signature)
     }
 }
 

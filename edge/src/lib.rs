@@ -22,6 +22,7 @@
 //! - [`admin`]: metrics, health, readiness and purge API on the admin port.
 //! - [`waiting_room`]: the FIFO queue in front of checkout and flash-sale
 //!   claims (state in the region's Redis).
+//! - [`signing`]: HMAC signatures of the edge's own cookies.
 //! - [`metrics`]: the Prometheus registry.
 //!
 //! Architecture invariant: the edge never talks to PostgreSQL and knows no
@@ -39,6 +40,7 @@ pub mod proxy;
 pub mod purge_listener;
 pub mod rate_limiting;
 pub mod server;
+pub mod signing;
 pub mod upstream;
 pub mod waiting_room;
 

@@ -218,13 +218,11 @@ impl EdgeProxy {
         LocalAnswer::new(429, "Too many requests", detail).with_headers(refusal.headers())
     }
 
-    /// The waiting room, for protected routes while it is on: `None` lets
-    /// the request on, `Some(verdict)` is answered instead.
+    /// The waiting room, for protected (checkout-class) routes while it is
+    /// on: `None` lets the request on, `Some(verdict)` is answered instead.
     async fn queue(&self, session: &Session, ctx: &mut RequestCtx) -> Option<Verdict> {
         let room = self.waiting_room.as_ref()?;
-        if ctx.route != RouteClass::Checkout
-            || !(room.always_on() || self.modes.enabled(Feature::CheckoutQueueing))
-        {
+        if !(room.always_on() || self.modes.enabled(Feature::CheckoutQueueing)) {
             return None;
         }
         let request = session.req_header();

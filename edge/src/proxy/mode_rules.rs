@@ -20,11 +20,10 @@ use meridian_topology::modes::Mode;
 use pingora::Result;
 use pingora::cache::CacheMeta;
 use pingora::cache::cache_control::CacheControl;
-use pingora::http::ResponseHeader;
 use pingora::proxy::Session;
 
 use super::request_filters::RouteClass;
-use super::response_modifiers::CacheStatus;
+use super::response_modifiers::{respond_local, wants_html};
 use crate::config::ModesConfig;
 
 const MAINTENANCE_HTML: &str = "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
@@ -67,29 +66,16 @@ impl ModeRules {
     /// Writes the maintenance page: HTML when the client accepts it,
     /// problem+json otherwise.
     pub async fn respond_maintenance(&self, session: &mut Session) -> Result<()> {
-        let html = session
-            .req_header()
-            .headers
-            .get(http::header::ACCEPT)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|accept| accept.contains("text/html"));
-        let (content_type, body) = if html {
+        let (content_type, body) = if wants_html(session.req_header()) {
             ("text/html; charset=utf-8", self.html.clone())
         } else {
             ("application/problem+json", self.problem.clone())
         };
-        let mut header = ResponseHeader::build(503, Some(6))?;
-        header.insert_header(http::header::CONTENT_TYPE, content_type)?;
-        header.insert_header(http::header::CONTENT_LENGTH, body.len().to_string())?;
-        header.insert_header(http::header::CACHE_CONTROL, "no-store")?;
-        header.insert_header(http::header::RETRY_AFTER, self.retry_after.as_str())?;
-        header.insert_header("x-meridian-mode", Mode::Maintenance.as_str())?;
-        header.insert_header("x-cache", CacheStatus::Bypass.as_str())?;
-        session
-            .write_response_header(Box::new(header), false)
-            .await?;
-        session.write_response_body(Some(body), true).await?;
-        Ok(())
+        let headers = [
+            ("retry-after", self.retry_after.clone()),
+            ("x-meridian-mode", Mode::Maintenance.as_str().to_string()),
+        ];
+        respond_local(session, 503, content_type, body, &headers).await
     }
 
     /// `meta` with its stale windows widened to the degraded window,
@@ -141,6 +127,7 @@ impl ModeRules {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use pingora::http::ResponseHeader;
 
     fn meta(cache_control: &str, expired_secs_ago: u64) -> CacheMeta {
         let mut header = ResponseHeader::build(200, None).unwrap();

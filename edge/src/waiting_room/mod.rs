@@ -21,11 +21,12 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use pingora::Result;
-use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::http::RequestHeader;
 use pingora::proxy::Session;
 
 use crate::config::WaitingRoomConfig;
 use crate::proxy::request_filters::cookie;
+use crate::proxy::response_modifiers::{respond_local, wants_html};
 use store::{Entry, Limits, RoomStore};
 use tickets::{COOKIE, Invalid, Pass, Signer};
 
@@ -196,14 +197,9 @@ impl WaitingRoom {
         }
     }
 
-    /// Writes the queue (or sold-out, or refusal) answer.
+    /// Writes the queue (or sold-out, or refusal) answer; returns its
+    /// status.
     pub async fn respond(&self, session: &mut Session, verdict: &Verdict) -> Result<u16> {
-        let html = session
-            .req_header()
-            .headers
-            .get(http::header::ACCEPT)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|a| a.contains("text/html"));
         let clear = format!("{COOKIE}=; Max-Age=0; Path=/; HttpOnly; SameSite=Lax");
         let (status, json, text, cookie, retry) = match verdict {
             Verdict::Pass { .. } => return Ok(0),
@@ -252,7 +248,7 @@ impl WaitingRoom {
                 None,
             ),
         };
-        let (content_type, body) = if html {
+        let (content_type, body) = if wants_html(session.req_header()) {
             let refresh = retry.map_or(String::new(), |r| {
                 format!("<meta http-equiv=\"refresh\" content=\"{r}\">")
             });
@@ -265,19 +261,11 @@ impl WaitingRoom {
         } else {
             ("application/problem+json", Bytes::from(json.to_string()))
         };
-        let mut header = ResponseHeader::build(status, Some(6))?;
-        header.insert_header(http::header::CONTENT_TYPE, content_type)?;
-        header.insert_header(http::header::CONTENT_LENGTH, body.len().to_string())?;
-        header.insert_header(http::header::CACHE_CONTROL, "no-store")?;
-        header.insert_header(http::header::SET_COOKIE, cookie)?;
-        header.insert_header("x-cache", "BYPASS")?;
+        let mut headers = vec![("set-cookie", cookie)];
         if let Some(retry) = retry {
-            header.insert_header(http::header::RETRY_AFTER, retry.to_string())?;
+            headers.push(("retry-after", retry.to_string()));
         }
-        session
-            .write_response_header(Box::new(header), false)
-            .await?;
-        session.write_response_body(Some(body), true).await?;
+        respond_local(session, status, content_type, body, &headers).await?;
         Ok(status)
     }
 }

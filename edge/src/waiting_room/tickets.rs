@@ -5,9 +5,7 @@
 //! signature makes a ticket worth only the number it was issued with, and
 //! Redis lets each admitted number in once.
 
-use hmac::{Hmac, Mac};
-use sha2::Sha256;
-use subtle::ConstantTimeEq;
+use crate::signing;
 
 /// The cookie both kinds travel in.
 pub const COOKIE: &str = "meridian_queue";
@@ -40,16 +38,7 @@ impl Signer {
     }
 
     fn signature(&self, payload: &str) -> String {
-        // HMAC accepts keys of any length.
-        let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(&self.secret) else {
-            return String::new();
-        };
-        mac.update(payload.as_bytes());
-        mac.finalize()
-            .into_bytes()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect()
+        signing::hmac_hex(&self.secret, &[payload.as_bytes()])
     }
 
     fn signed(&self, payload: String) -> String {
@@ -69,7 +58,7 @@ impl Signer {
     pub fn read(&self, value: &str, now_ms: u64) -> Result<Pass, Invalid> {
         let (payload, signature) = value.rsplit_once('.').ok_or(Invalid::Forged)?;
         let expected = self.signature(payload);
-        if !bool::from(expected.as_bytes().ct_eq(signature.as_bytes())) {
+        if !signing::matches(&expected, signature) {
             return Err(Invalid::Forged);
         }
         let parts: Vec<&str> = payload.split('.').collect();

@@ -92,7 +92,8 @@ pub async fn list_products(
     after_id: i64,
     limit: i64,
 ) -> Result<Vec<ProductSummary>, sqlx::Error> {
-    let rows = sqlx::query!(
+    let rows = sqlx::query_as!(
+        SummaryRow,
         r#"
         select id, sku, name, brand, category, price_minor, currency
         from products
@@ -106,17 +107,32 @@ pub async fn list_products(
     )
     .fetch_all(conn.pool())
     .await?;
-    Ok(rows
-        .into_iter()
-        .map(|r| ProductSummary {
+    Ok(rows.into_iter().map(ProductSummary::from).collect())
+}
+
+/// A product as listings read it (`id, sku, name, brand, category,
+/// price_minor, currency`).
+pub struct SummaryRow {
+    pub id: i64,
+    pub sku: String,
+    pub name: String,
+    pub brand: String,
+    pub category: String,
+    pub price_minor: i64,
+    pub currency: String,
+}
+
+impl From<SummaryRow> for ProductSummary {
+    fn from(r: SummaryRow) -> Self {
+        ProductSummary {
             id: r.id,
             sku: r.sku,
             name: r.name,
             brand: r.brand,
             category: r.category,
             price: price_view(r.price_minor, &r.currency),
-        })
-        .collect())
+        }
+    }
 }
 
 pub async fn category_exists(conn: &ReadConn, slug: &str) -> Result<bool, sqlx::Error> {

@@ -1,7 +1,7 @@
 //! The discovery queries; every one runs on a replica (`ReadConn`).
 
 use crate::catalog::model::ProductSummary;
-use crate::catalog::store::price_view;
+use crate::catalog::store::SummaryRow;
 use crate::db::ReadConn;
 
 /// A product's category, if it exists.
@@ -18,7 +18,8 @@ pub async fn recommendations(
     category: &str,
     limit: i64,
 ) -> Result<Vec<ProductSummary>, sqlx::Error> {
-    let rows = sqlx::query!(
+    let rows = sqlx::query_as!(
+        SummaryRow,
         r#"
         select p.id, p.sku, p.name, p.brand, p.category, p.price_minor, p.currency
         from products p
@@ -32,17 +33,7 @@ pub async fn recommendations(
     )
     .fetch_all(conn.pool())
     .await?;
-    Ok(rows
-        .into_iter()
-        .map(|r| ProductSummary {
-            id: r.id,
-            sku: r.sku,
-            name: r.name,
-            brand: r.brand,
-            category: r.category,
-            price: price_view(r.price_minor, &r.currency),
-        })
-        .collect())
+    Ok(rows.into_iter().map(ProductSummary::from).collect())
 }
 
 /// One suggestion: a product name and a product that has it.

@@ -56,6 +56,25 @@ async fn put_mode(client: &reqwest::Client, base: &str, scope: &str, body: Value
     assert_eq!(response.status(), 200, "mode change accepted");
 }
 
+/// Changes a mode through `via`, then waits (5 s at most) until the
+/// process at `watch` applies `mode`.
+async fn switch_and_wait(
+    client: &reqwest::Client,
+    via: &str,
+    scope: &str,
+    body: Value,
+    watch: &str,
+    mode: &str,
+) {
+    put_mode(client, via, scope, body).await;
+    eventually(
+        &format!("{watch} in {mode}"),
+        Duration::from_secs(5),
+        || async { readyz_modes(client, watch).await["mode"] == mode },
+    )
+    .await;
+}
+
 /// The `modes` object of an origin's `/readyz` or an edge's admin `/readyz`.
 async fn readyz_modes(client: &reqwest::Client, base: &str) -> Value {
     let body: Value = client
@@ -503,16 +522,14 @@ async fn each_mode_behaves_as_promised_through_the_edge() {
 
     // Degraded: switched-off features answer empty, cacheable results that
     // say so; the copy cached under `normal` was purged by the change.
-    put_mode(
+    switch_and_wait(
         &client,
         &origin.url,
         "global",
         json!({ "mode": "degraded", "reason": "behaviour test" }),
+        &edge.admin,
+        "degraded",
     )
-    .await;
-    eventually("edge degraded", Duration::from_secs(5), || async {
-        readyz_modes(&client, &edge.admin).await["mode"] == "degraded"
-    })
     .await;
     eventually(
         "feature off at the edge",
@@ -569,16 +586,14 @@ async fn each_mode_behaves_as_promised_through_the_edge() {
 
     // Read-only: browsing works, carts and checkout are paused; notify-me
     // takes the shopper's interest instead, once per contact.
-    put_mode(
+    switch_and_wait(
         &client,
         &origin.url,
         "global",
         json!({ "mode": "read-only", "reason": "behaviour test" }),
+        &origin.url,
+        "read-only",
     )
-    .await;
-    eventually("origin read-only", Duration::from_secs(5), || async {
-        readyz_modes(&client, &origin.url).await["mode"] == "read-only"
-    })
     .await;
     let shopper = shopper_token("reader-1", HOME);
     assert_eq!(
@@ -735,16 +750,14 @@ async fn each_mode_behaves_as_promised_through_the_edge() {
 
     // Maintenance: a static page at the edge (HTML for browsers), with
     // Retry-After; health and admin still pass, so ops can switch back.
-    put_mode(
+    switch_and_wait(
         &client,
         &origin.url,
         "global",
         json!({ "mode": "maintenance", "reason": "behaviour test" }),
+        &edge.admin,
+        "maintenance",
     )
-    .await;
-    eventually("edge in maintenance", Duration::from_secs(5), || async {
-        readyz_modes(&client, &edge.admin).await["mode"] == "maintenance"
-    })
     .await;
     let origin_requests = || async {
         let text = origin.get("/metrics").await.text().await.unwrap();
@@ -837,16 +850,14 @@ async fn each_mode_behaves_as_promised_through_the_edge() {
         readyz_modes(&client, &edge.admin).await["mode"],
         "maintenance"
     );
-    put_mode(
+    switch_and_wait(
         &client,
         &edge.url,
         "global",
         json!({ "mode": "normal", "reason": "maintenance over (through the edge)" }),
+        &edge.admin,
+        "normal",
     )
-    .await;
-    eventually("edge back to normal", Duration::from_secs(5), || async {
-        readyz_modes(&client, &edge.admin).await["mode"] == "normal"
-    })
     .await;
     assert_eq!(
         send(
