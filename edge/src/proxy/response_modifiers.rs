@@ -1,5 +1,6 @@
 //! Response-phase modifiers: `X-Cache`, `Age`, debug key parts, and the
-//! edge's own RFC 9457 problem responses.
+//! responses the edge makes itself ([`respond_local`]: its RFC 9457
+//! problems, the maintenance page, the waiting room's answers).
 
 use bytes::Bytes;
 use pingora::Result;
