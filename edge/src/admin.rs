@@ -1,7 +1,8 @@
 //! The edge's admin port (axum, run as a pingora background service):
 //!
 //! - `GET /healthz`: the process is up.
-//! - `GET /readyz`: 200 while some region has a healthy origin, with each
+//! - `GET /readyz`: 200 while every public listener accepts connections
+//!   and some region has a healthy origin, with each
 //!   origin's health and the operating mode applied (`stale` when no
 //!   origin of the region could be asked); 503 otherwise.
 //! - `GET /metrics`: Prometheus text exposition.
@@ -39,6 +40,8 @@ pub struct AdminState {
     /// Whether the Redis purge listener is subscribed (`None`: no Redis).
     pub purge_listener: Option<Arc<AtomicBool>>,
     pub modes: Arc<crate::modes::EdgeModes>,
+    /// The public listeners (plain and TLS): ready means they accept.
+    pub public_listeners: Vec<std::net::SocketAddr>,
 }
 
 /// The admin HTTP server; the listener is bound at build time so a taken
@@ -127,11 +130,33 @@ fn health(state: &AdminState) -> serde_json::Value {
         .into()
 }
 
+/// Whether each public listener accepts a connection now: the admin port
+/// can answer before pingora's listeners do, and "ready" must not be said
+/// too early (to `meridian up`, tests or a load balancer).
+async fn listeners_accept(
+    addrs: &[std::net::SocketAddr],
+) -> serde_json::Map<String, serde_json::Value> {
+    let mut out = serde_json::Map::new();
+    for addr in addrs {
+        let accepts = tokio::time::timeout(
+            std::time::Duration::from_millis(250),
+            tokio::net::TcpStream::connect(addr),
+        )
+        .await
+        .is_ok_and(|connected| connected.is_ok());
+        out.insert(addr.to_string(), accepts.into());
+    }
+    out
+}
+
 async fn readyz(State(state): State<AdminState>) -> Response {
-    let ready = state.router.any_healthy();
+    let listeners = listeners_accept(&state.public_listeners).await;
+    let accepting = listeners.values().all(|v| v.as_bool() == Some(true));
+    let ready = accepting && state.router.any_healthy();
     let body = serde_json::json!({
         "region": state.region,
         "ready": ready,
+        "listeners": listeners,
         "origins": health(&state),
         "purge_listener": state.purge_listener.as_ref().map(|l| l.load(Ordering::Relaxed)),
         "cache": { "objects": state.cache.items(), "bytes": state.cache.bytes() },

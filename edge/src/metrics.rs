@@ -103,6 +103,8 @@ pub struct EdgeMetrics {
     /// Label `feature`.
     pub feature_enabled: IntGaugeVec,
     pub mode_changes: prometheus::IntCounter,
+    /// Reads of the setting from an origin (polls, and hints from Redis).
+    pub mode_polls: prometheus::IntCounter,
     /// From the change on the primary to applied here.
     pub mode_propagation: prometheus::Histogram,
     /// 1 while no origin of the region answers: last known setting in force.
@@ -239,6 +241,13 @@ impl EdgeMetrics {
                 prometheus::IntCounter::new(
                     "mode_changes_total",
                     "Operating-setting changes applied",
+                )?,
+            ),
+            mode_polls: register(
+                &registry,
+                prometheus::IntCounter::new(
+                    "mode_polls_total",
+                    "Reads of the operating setting from an origin (timer, start, or a hint on the channel)",
                 )?,
             ),
             mode_propagation: register(

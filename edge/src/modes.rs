@@ -1,11 +1,14 @@
 //! The operating mode this edge applies ([`EdgeModes`]) and how it follows
 //! the region's setting ([`ModesFollower`]). The edge never reads the mode
-//! table: its region's origins announce every setting they apply on the
-//! regional invalidation channel (the purge listener hands announcements
-//! here), and the follower polls their `GET /v1/modes` as a backstop — at
-//! start, every `modes.poll_interval`, and at once when the key `modes`
-//! passes on the channel. The newest setting wins (by when its row was
-//! written), so a lagging origin cannot turn the clock back.
+//! table and never believes a message on Redis: its region's origins
+//! announce every setting they apply on the regional invalidation
+//! channel, and an announcement (or the key `modes`) only wakes the
+//! follower, which reads the setting from an origin's `GET /v1/modes` —
+//! the state of record. The follower also polls at start and every
+//! `modes.poll_interval`. The newest setting wins (by when its row was
+//! written), so a lagging origin cannot turn the clock back, and a setting
+//! dated more than [`MAX_CLOCK_SKEW_MS`] ahead of this edge's clock is
+//! refused.
 //!
 //! The applied setting is kept in `modes.state_file`, so a restarted edge
 //! starts in its last known mode even while no origin answers; a follower
@@ -29,6 +32,10 @@ use tokio::sync::Notify;
 use crate::cache::{EdgeCache, PurgeTarget};
 use crate::metrics::EdgeMetrics;
 
+/// How far ahead of this edge's clock a setting's `changed_at_ms` may be
+/// (clocks of origins and edges differ a little; a forged date a lot).
+pub const MAX_CLOCK_SKEW_MS: i64 = 5_000;
+
 /// The surrogate key of responses that depend on the mode.
 pub const MODES_TAG: &str = "modes";
 
@@ -40,9 +47,8 @@ pub enum Source {
     Default,
     /// The state file of a previous run.
     StateFile,
-    /// An origin's announcement on the Redis channel.
-    Announcement,
-    /// An answer to the follower's poll.
+    /// An answer to the follower's poll (woken by an announcement on the
+    /// Redis channel, which is only ever a hint).
     Poll,
 }
 
@@ -160,6 +166,19 @@ impl EdgeModes {
             tracing::warn!(region = %announcement.region, "ignoring the mode of another region");
             return false;
         }
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        if announcement.changed_at_ms > now_ms + MAX_CLOCK_SKEW_MS {
+            // A setting "from the future" would pin itself against every
+            // later, real change: refused.
+            tracing::warn!(
+                changed_at_ms = announcement.changed_at_ms,
+                now_ms,
+                "ignoring a mode setting dated in the future"
+            );
+            return false;
+        }
         let mut status = self.status.lock();
         if announcement.changed_at_ms < status.changed_at_ms {
             return false;
@@ -181,9 +200,6 @@ impl EdgeModes {
         drop(status);
         if changed {
             self.metrics.mode_changes.inc();
-            let now_ms = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis() as i64);
             let delay_ms = (now_ms - announcement.changed_at_ms).max(0);
             self.metrics
                 .mode_propagation
@@ -259,6 +275,7 @@ pub struct ModesFollower {
 
 impl ModesFollower {
     async fn poll(&self, client: &reqwest::Client, turn: usize) {
+        self.modes.metrics.mode_polls.inc();
         let count = self.origins.len();
         for i in 0..count {
             let origin = self.origins[(turn + i) % count];

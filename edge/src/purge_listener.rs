@@ -4,8 +4,10 @@
 //! Runs as a pingora background service; reconnects and resubscribes on its
 //! own, and reports whether it is subscribed (`/readyz`).
 //!
-//! The same channel carries the origins' operating-mode announcements: they
-//! go to [`EdgeModes`]; a bare `modes` key wakes the mode follower.
+//! The same channel carries the origins' operating-mode announcements.
+//! They are hints only (a message on Redis proves nothing about who sent
+//! it): each one wakes the mode follower, which reads the setting from an
+//! origin over HTTP.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -20,7 +22,7 @@ use pingora::services::background::BackgroundService;
 
 use crate::cache::{EdgeCache, PurgeTarget};
 use crate::metrics::EdgeMetrics;
-use crate::modes::{EdgeModes, MODES_TAG, Source};
+use crate::modes::MODES_TAG;
 
 pub struct PurgeListener {
     pub redis_url: String,
@@ -28,7 +30,6 @@ pub struct PurgeListener {
     pub cache: EdgeCache,
     pub metrics: Arc<EdgeMetrics>,
     pub subscribed: Arc<AtomicBool>,
-    pub modes: Arc<EdgeModes>,
     /// Wakes the mode follower (a poll of the origins).
     pub modes_wake: Arc<tokio::sync::Notify>,
 }
@@ -52,11 +53,10 @@ impl PurgeListener {
             .with_label_values(&["redis"])
             .inc_by(purged as u64);
         tracing::debug!(keys = ?message.keys, purged, "purge from the invalidation channel");
-        if let Some(announcement) = &message.modes {
-            if self.modes.offer(announcement, Source::Announcement) {
-                self.modes.persist().await;
-            }
-        } else if message.keys.iter().any(|k| k == MODES_TAG) {
+        // A mode announcement is only a hint: anyone who can publish on
+        // Redis could forge one, so the edge asks an origin — the state of
+        // record — at once instead of believing the message.
+        if message.modes.is_some() || message.keys.iter().any(|k| k == MODES_TAG) {
             self.modes_wake.notify_one();
         }
     }

@@ -208,7 +208,6 @@ impl EdgeServer {
                 cache,
                 metrics: metrics.clone(),
                 subscribed: subscribed.clone(),
-                modes: modes.clone(),
                 modes_wake: modes_wake.clone(),
             };
             server.add_service(background_service("purge listener", listener));
@@ -236,6 +235,9 @@ impl EdgeServer {
                 tokens: config.admin_tokens.clone().into(),
                 purge_listener,
                 modes,
+                public_listeners: std::iter::once(config.listen)
+                    .chain(config.tls.as_ref().map(|tls| tls.listen))
+                    .collect(),
             },
         );
         server.add_service(background_service("admin", admin));

@@ -96,6 +96,28 @@ impl ApiError {
     }
 }
 
+/// A database error: unreachable, timed out or shutting down → 503 with
+/// `Retry-After` (the caller may retry); a statement or lock timeout
+/// (57014, 55P03) → 503 too; anything else → 500 (logged, not shown).
+impl From<sqlx::Error> for ApiError {
+    fn from(error: sqlx::Error) -> Self {
+        ApiError::from(std::sync::Arc::new(error))
+    }
+}
+
+/// The same, for an error shared by several waiters (a single-flight load).
+impl From<std::sync::Arc<sqlx::Error>> for ApiError {
+    fn from(error: std::sync::Arc<sqlx::Error>) -> Self {
+        let timed_out = matches!(&*error, sqlx::Error::Database(db)
+            if matches!(db.code().as_deref(), Some("57014" | "55P03")));
+        if crate::db::is_failover_error(&error) || timed_out {
+            ApiError::Unavailable("the database is unreachable or busy; retry shortly".into())
+        } else {
+            ApiError::internal(error)
+        }
+    }
+}
+
 /// A problem of its own type, with extension members.
 #[derive(Debug)]
 pub struct DetailedProblem {

@@ -19,6 +19,7 @@
 pub mod cli;
 pub mod launcher;
 pub mod local;
+pub mod private_files;
 pub mod psp;
 pub mod stack_file;
 

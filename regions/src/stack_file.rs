@@ -108,12 +108,13 @@ impl StackFile {
             path: path.to_path_buf(),
             source,
         };
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(error)?;
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            crate::private_files::create_dir(dir).map_err(error)?;
         }
         let text = serde_json::to_string_pretty(self).map_err(|e| error(e.into()))?;
         let temp = path.with_extension("json.tmp");
-        std::fs::write(&temp, text).map_err(error)?;
+        // It holds the admin token: owner only.
+        crate::private_files::write(&temp, text).map_err(error)?;
         std::fs::rename(&temp, path).map_err(error)
     }
 

@@ -22,17 +22,41 @@ fn alive(pid: u32) -> bool {
             .contains(") Z ")
 }
 
+/// `meridian up` under test: stopped (SIGINT, then SIGKILL) when dropped,
+/// so a failing assertion does not leave the stack running.
+struct Up(std::process::Child);
+
+impl Drop for Up {
+    fn drop(&mut self) {
+        if self.0.try_wait().ok().flatten().is_some() {
+            return;
+        }
+        let _ = kill(Pid::from_raw(self.0.id() as i32), Signal::SIGINT);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if self.0.try_wait().ok().flatten().is_some() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 #[test]
 fn up_serves_two_regions_and_stops_everything_on_ctrl_c() {
+    use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::tempdir().unwrap();
-    let mut child = Command::new(BIN)
+    let mut up = Up(Command::new(BIN)
         .args(["up", "--regions", "us-east,eu-west", "--products", "200"])
         .args(["--admin-token", "cli-test-admin-token-0001"])
         .current_dir(dir.path())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
-        .expect("meridian up starts");
+        .expect("meridian up starts"));
+    let child = &mut up.0;
     let stack_path = dir.path().join(".meridian/stack.json");
     let deadline = Instant::now() + Duration::from_secs(120);
     while !stack_path.exists() {
@@ -45,6 +69,19 @@ fn up_serves_two_regions_and_stops_everything_on_ctrl_c() {
     }
     let stack = StackFile::read(&stack_path).expect("stack file parses");
     assert_eq!(stack.admin_token, "cli-test-admin-token-0001");
+    // Secrets are the owner's alone.
+    let mode = |path: &Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&stack_path), 0o600);
+    assert_eq!(
+        mode(&dir.path().join(".meridian/origin-us-east.toml")),
+        0o600
+    );
+    assert_eq!(mode(&dir.path().join(".meridian/edge-eu-west.toml")), 0o600);
+    assert_eq!(
+        mode(&stack.data_dir),
+        meridian_regions::private_files::data_dir_mode()
+    );
+    assert_eq!(mode(&stack.data_dir.join("tls/edge-key.pem")), 0o600);
     assert_eq!(stack.home_region, "us-east");
     assert_eq!(
         stack.regions.keys().collect::<Vec<_>>(),

@@ -2,7 +2,7 @@
 # Edge cache benchmark: the Meridian edge beside nginx proxy_cache and
 # Varnish, in front of the same origin, measured in ONE run on this machine.
 #
-# Method (copied from /work/shared/peers/README.md so figures compare):
+# Method (copied from the shared peers/README.md so figures compare):
 # - origin: nginx serving a ~2 KiB product JSON (edge/product.json) with
 #   `Cache-Control: public, max-age=60` on 127.0.0.1:18080; any /p/<x>
 #   returns the same document (distinct cache keys for miss tests);
@@ -43,7 +43,14 @@ browser=(
   -H "Accept-Encoding: gzip, br"
 )
 here="$root/tests/benches/edge"
-peers="/work/shared/peers"
+# The peers' configurations: the project's shared folder beside the
+# checkout (`../shared/peers` from the project root), or $BENCH_PEERS.
+peers="${BENCH_PEERS:-$root/../shared/peers}"
+if [ ! -d "$peers" ]; then
+  echo "no peer configurations at $peers (set BENCH_PEERS to the shared peers/ folder)" >&2
+  exit 1
+fi
+peers="$(cd "$peers" && pwd)"
 seconds="${BENCH_SECONDS:-10}"
 runs="${BENCH_RUNS:-3}"
 mem_objects=100000

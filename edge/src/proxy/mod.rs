@@ -429,7 +429,7 @@ impl ProxyHttp for EdgeProxy {
                     credentialed(session.req_header(), &self.cache.config.session_cookies);
                 if self.modes.mode() == Mode::Maintenance {
                     let path = ctx.path_and_query.split('?').next().unwrap_or_default();
-                    if !ModeRules::maintenance_exempt(ctx.route, path) {
+                    if !ModeRules::maintenance_exempt(path) {
                         ctx.local_status = Some(503);
                         self.metrics.maintenance_answers.inc();
                         Box::pin(self.mode_rules.respond_maintenance(session)).await?;

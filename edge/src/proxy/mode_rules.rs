@@ -1,6 +1,6 @@
 //! What the operating mode changes on the request path:
 //!
-//! - `maintenance`: every request but health, admin and `/v1/modes` gets a
+//! - `maintenance`: every request but `/v1/modes` gets a
 //!   static 503 page (HTML for browsers, problem+json otherwise) with
 //!   `Retry-After`; nothing reaches an origin.
 //! - `degraded`: cached responses stay servable for
@@ -22,7 +22,6 @@ use pingora::cache::CacheMeta;
 use pingora::cache::cache_control::CacheControl;
 use pingora::proxy::Session;
 
-use super::request_filters::RouteClass;
 use super::response_modifiers::{respond_local, wants_html};
 use crate::config::ModesConfig;
 
@@ -58,9 +57,11 @@ impl ModeRules {
         }
     }
 
-    /// Whether a request is still served in `maintenance`.
-    pub fn maintenance_exempt(route: RouteClass, path: &str) -> bool {
-        route == RouteClass::Admin || matches!(path, "/healthz" | "/readyz" | "/v1/modes")
+    /// Whether a request is still served in `maintenance`: the public
+    /// modes endpoint (admin and health live on internal listeners, which
+    /// the maintenance page never covers).
+    pub fn maintenance_exempt(path: &str) -> bool {
+        path == "/v1/modes"
     }
 
     /// Writes the maintenance page: HTML when the client accepts it,

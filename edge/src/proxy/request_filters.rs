@@ -162,6 +162,9 @@ pub fn sanitise(
             "the path is not normalised",
         ));
     }
+    if is_internal(path) {
+        return Err(reject(404, "Not found", "this path is not served here"));
+    }
     let path_and_query = normalise_path_and_query(path, request.uri.query(), ignored);
     let route = RouteClass::of(path);
     if path_and_query != request.uri.path_and_query().map_or("", |pq| pq.as_str()) {
@@ -176,6 +179,36 @@ pub fn sanitise(
         path_and_query,
         route,
     })
+}
+
+/// Paths that live on internal listeners only (an origin's admin API,
+/// metrics, health and API document): the public edge never forwards
+/// them, however they are spelled.
+const INTERNAL_PREFIXES: &[&str] = &["/v1/admin", "/internal"];
+const INTERNAL_PATHS: &[&str] = &["/metrics", "/healthz", "/readyz", "/openapi.json", "/purge"];
+
+/// Whether `path` names an internal path, compared the way any origin
+/// could read it: percent-decoded, ASCII case folded, repeated slashes
+/// and `.` segments collapsed, a trailing slash ignored.
+pub fn is_internal(path: &str) -> bool {
+    let decoded = percent_encoding::percent_decode_str(path).decode_utf8_lossy();
+    let mut canonical = String::with_capacity(decoded.len());
+    for segment in decoded.split('/') {
+        if segment.is_empty() || segment == "." {
+            continue;
+        }
+        canonical.push('/');
+        canonical.push_str(&segment.to_ascii_lowercase());
+    }
+    if canonical.is_empty() {
+        return false;
+    }
+    INTERNAL_PATHS.contains(&canonical.as_str())
+        || INTERNAL_PREFIXES.iter().any(|prefix| {
+            canonical
+                .strip_prefix(prefix)
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+        })
 }
 
 /// Bounds on a request head, checked before anything else reads it.
@@ -369,6 +402,37 @@ mod tests {
         assert_eq!(RouteClass::of("/v1/notify-me"), RouteClass::Cart);
         assert_eq!(RouteClass::of("/v1/cartography"), RouteClass::Browse);
         assert_eq!(RouteClass::of("/v1/admin/products"), RouteClass::Admin);
+    }
+
+    #[test]
+    fn internal_paths_are_internal_however_spelled() {
+        for path in [
+            "/v1/admin",
+            "/v1/admin/products/1",
+            "/v1/ADMIN/modes",
+            "//v1//admin/modes",
+            "/v1/./admin/modes",
+            "/v1/%61dmin/products",
+            "/v1/admin%2Fproducts",
+            "/metrics",
+            "/metrics/",
+            "/%6Detrics",
+            "/readyz",
+            "/healthz",
+            "/openapi.json",
+            "/internal/x",
+        ] {
+            assert!(is_internal(path), "{path}");
+        }
+        for path in [
+            "/",
+            "/v1/products/1",
+            "/v1/administrators",
+            "/v1/modes",
+            "/p/metrics",
+        ] {
+            assert!(!is_internal(path), "{path}");
+        }
         assert_eq!(RouteClass::of("/v1/checkout"), RouteClass::Checkout);
     }
 

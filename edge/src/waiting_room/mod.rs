@@ -81,11 +81,17 @@ pub fn room_of(method: &http::Method, path: &str) -> Option<String> {
     if path == "/v1/checkout" {
         return Some("checkout".into());
     }
-    let id = path
+    let segment = path
         .strip_prefix("/v1/flash-sales/")?
         .strip_suffix("/claim")?;
-    (!id.is_empty() && id.len() <= 18 && id.bytes().all(|b| b.is_ascii_digit()))
-        .then(|| format!("flash-{id}"))
+    // Decoded as the origin's router decodes it, then the origin's own
+    // parser: every spelling the origin takes for sale N is room N, and
+    // one it refuses needs no room (the origin answers 400).
+    let decoded = percent_encoding::percent_decode_str(segment)
+        .decode_utf8()
+        .ok()?;
+    let id = meridian_topology::ids::ResourceId::parse(&decoded).ok()?;
+    Some(format!("flash-{id}"))
 }
 
 impl WaitingRoom {
@@ -290,6 +296,18 @@ mod tests {
         );
         assert_eq!(room_of(&http::Method::GET, "/v1/checkout"), None);
         assert_eq!(room_of(&post, "/v1/flash-sales/x/claim"), None);
+        // Spellings: the origin's decoding and parser decide.
+        assert_eq!(
+            room_of(&post, "/v1/flash-sales/%37/claim").as_deref(),
+            Some("flash-7")
+        );
+        for other in ["+7", "07", "%2B7", "%30%37", "7%20", ""] {
+            assert_eq!(
+                room_of(&post, &format!("/v1/flash-sales/{other}/claim")),
+                None,
+                "{other}"
+            );
+        }
         assert_eq!(room_of(&post, "/v1/flash-sales/7/claims"), None);
         assert_eq!(room_of(&post, "/v1/cart/items"), None);
     }

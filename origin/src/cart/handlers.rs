@@ -11,7 +11,6 @@ use serde::{Deserialize, Serialize};
 
 use super::CartState;
 use super::store::{CartKey, CartStore, CartStoreError, Change};
-use crate::catalog::handlers::db_error;
 use crate::catalog::model::{PriceView, Sku};
 use crate::catalog::store::{Sellable, price_view, sellables};
 use crate::identity::{GuestId, Shopper, clear_guest_cookie};
@@ -153,8 +152,7 @@ async fn current(
             let skus = skus.clone();
             async move { sellables(conn.pool(), &skus).await }
         })
-        .await
-        .map_err(|e| db_error(&e))?;
+        .await?;
     Ok(found.into_iter().map(|s| (s.sku.clone(), s)).collect())
 }
 

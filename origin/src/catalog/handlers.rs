@@ -14,7 +14,7 @@ use super::pricing::FxTable;
 use super::{CatalogState, cursor, store};
 use crate::auth::AdminUser;
 use crate::cache::{CacheEntry, Loaded, Tier, etag_of, header_value};
-use crate::db::{Lsn, ReadDb, is_failover_error};
+use crate::db::{DbRouter, Lsn, ReadDb};
 use crate::problem::{ApiError, ApiJson, ApiPath, ApiQuery};
 
 /// Read-your-writes token: returned by writes, accepted by reads.
@@ -48,15 +48,6 @@ struct ProductPage {
     next_cursor: Option<String>,
 }
 
-/// Turns a database error into a response: unreachable → 503, else 500.
-pub fn db_error(error: &sqlx::Error) -> ApiError {
-    if is_failover_error(error) {
-        ApiError::Unavailable("the catalog database is unreachable; retry shortly".into())
-    } else {
-        ApiError::Internal(Box::new(std::io::Error::other(error.to_string())))
-    }
-}
-
 /// The request headers catalog reads look at (copied alone, not the whole
 /// header map: this is on the L1-hit hot path).
 pub struct ReadHeaders {
@@ -75,16 +66,22 @@ impl<S: Send + Sync> FromRequestParts<S> for ReadHeaders {
     }
 }
 
-fn read_token(headers: &ReadHeaders) -> Result<Option<Lsn>, ApiError> {
+/// The read-your-writes token, if any: well formed, and a position the
+/// primary has reached (else 400: no write returned it).
+async fn read_token(db: &DbRouter, headers: &ReadHeaders) -> Result<Option<Lsn>, ApiError> {
     let Some(value) = &headers.lsn else {
         return Ok(None);
     };
     let text = value
         .to_str()
         .map_err(|_| ApiError::BadRequest("`X-Meridian-Lsn` is not ASCII".into()))?;
-    text.parse::<Lsn>()
-        .map(Some)
-        .map_err(|e| ApiError::BadRequest(format!("`X-Meridian-Lsn`: {e}")))
+    let lsn = text
+        .parse::<Lsn>()
+        .map_err(|e| ApiError::BadRequest(format!("`X-Meridian-Lsn`: {e}")))?;
+    db.check_token(lsn).await.map_err(|e| {
+        ApiError::BadRequest(format!("`X-Meridian-Lsn` {text} is no write's token: {e}"))
+    })?;
+    Ok(Some(lsn))
 }
 
 fn target_currency(raw: Option<&str>) -> Result<Option<CurrencyCode>, ApiError> {
@@ -192,8 +189,7 @@ async fn fx_table(state: &CatalogState) -> Result<FxTable, ApiError> {
                 tags: "fx".into(),
             }))
         })
-        .await
-        .map_err(|e| db_error(&e))?;
+        .await?;
     let body = entry.body().cloned().unwrap_or_default();
     serde_json::from_slice(&body).map_err(ApiError::internal)
 }
@@ -207,16 +203,14 @@ pub async fn get_product(
     request: ReadHeaders,
 ) -> Result<Response, ApiError> {
     let id = ProductId::parse(&raw_id)?;
-    let token = read_token(&request)?;
+    let token = read_token(&state.db, &request).await?;
     let currency = target_currency(query.currency.as_deref())?;
 
     let (entry, tier) = match token {
         // A read after a write skips the cache: only a server that has
         // replayed the write may answer.
         Some(lsn) => {
-            let loaded = Box::pin(load_product(state.db.read_after(Some(lsn)), id.get()))
-                .await
-                .map_err(|e| db_error(&e))?;
+            let loaded = Box::pin(load_product(state.db.read_after(Some(lsn)), id.get())).await?;
             let entry = match loaded {
                 Some(l) => CacheEntry::found(l.body, l.tags),
                 None => CacheEntry::not_found(),
@@ -230,8 +224,7 @@ pub async fn get_product(
                 .get_or_load(&format!("product:{}", id.get()), None, || async move {
                     load_product(db.read(), id.get()).await
                 })
-                .await
-                .map_err(|e| db_error(&e))?;
+                .await?;
             (entry, Some(tier))
         }
     };
@@ -289,7 +282,7 @@ pub async fn list_products(
     ApiQuery(query): ApiQuery<ListQuery>,
     request: ReadHeaders,
 ) -> Result<Response, ApiError> {
-    let token = read_token(&request)?;
+    let token = read_token(&state.db, &request).await?;
     let category = query.category.as_deref().map(parse_slug).transpose()?;
     let limit = match query.limit.as_deref() {
         None => DEFAULT_LIMIT,
@@ -316,8 +309,7 @@ pub async fn list_products(
             let category = category_ref.clone();
             async move { store::list_products(&conn, category.as_deref(), after, limit + 1).await }
         })
-        .await
-        .map_err(|e| db_error(&e))?;
+        .await?;
     if items.is_empty()
         && let Some(slug) = &category
     {
@@ -327,8 +319,7 @@ pub async fn list_products(
                 let slug = slug_ref.clone();
                 async move { store::category_exists(&conn, &slug).await }
             })
-            .await
-            .map_err(|e| db_error(&e))?;
+            .await?;
         if !exists {
             return Ok(not_found_response(
                 &state,
@@ -392,8 +383,7 @@ pub async fn list_categories(
                 tags: "categories".into(),
             }))
         })
-        .await
-        .map_err(|e| db_error(&e))?;
+        .await?;
     let body = entry.body().cloned().unwrap_or_default();
     Ok(CatalogResponse {
         state: &state,
@@ -427,7 +417,7 @@ fn write_error(error: sqlx::Error) -> ApiError {
             _ => {}
         }
     }
-    db_error(&error)
+    ApiError::from(error)
 }
 
 fn write_response(
@@ -462,8 +452,7 @@ async fn read_back(
         .db
         .read_after(Some(lsn))
         .run(|conn| async move { store::product(&conn, id).await })
-        .await
-        .map_err(|e| db_error(&e))?;
+        .await?;
     Ok(product)
 }
 
@@ -476,7 +465,7 @@ pub async fn create_product(
 ) -> Result<Response, ApiError> {
     let product = input.validate()?;
     let write = state.db.write();
-    let mut tx = write.begin().await.map_err(|e| db_error(&e))?;
+    let mut tx = write.begin().await?;
     let id = store::insert_product(&mut tx, &product)
         .await
         .map_err(write_error)?;
@@ -511,7 +500,7 @@ pub async fn update_product(
     let id = ProductId::parse(&raw_id)?.get();
     let product = input.validate()?;
     let write = state.db.write();
-    let mut tx = write.begin().await.map_err(|e| db_error(&e))?;
+    let mut tx = write.begin().await?;
     let Some(previous_category) = store::update_product(&mut tx, id, &product)
         .await
         .map_err(write_error)?

@@ -16,14 +16,17 @@ pub const MAX_VARIANTS: usize = 100;
 pub struct ProductId(i64);
 
 impl ProductId {
+    /// The shared strict parser ([`meridian_topology::ids`]): `01`, `+1`
+    /// and ` 1` are not product 1.
     pub fn parse(raw: &str) -> Result<Self, ApiError> {
-        match raw.parse::<i64>() {
-            Ok(id) if id > 0 => Ok(ProductId(id)),
-            _ => Err(ApiError::BadRequest(format!(
-                "`{}` is not a product id (a positive integer)",
-                raw.chars().take(40).collect::<String>()
-            ))),
-        }
+        meridian_topology::ids::ResourceId::parse(raw)
+            .map(|id| ProductId(id.get()))
+            .map_err(|error| {
+                ApiError::BadRequest(format!(
+                    "`{}` is not a product id: {error}",
+                    raw.chars().take(40).collect::<String>()
+                ))
+            })
     }
 
     pub fn get(self) -> i64 {

@@ -28,7 +28,6 @@ use super::saga::Progress;
 use super::store::{self, NewOrder, SagaOrder};
 use crate::cart::CartKey;
 use crate::cart::handlers::{priced, redis_error, store as cart_store};
-use crate::catalog::handlers::db_error;
 use crate::catalog::store::{Sellable, sellables};
 use crate::flash;
 use crate::identity::{Shopper, UserId};
@@ -336,8 +335,7 @@ async fn cart_order(
             let skus = skus.clone();
             async move { sellables(conn.pool(), &skus).await }
         })
-        .await
-        .map_err(|e| db_error(&e))?;
+        .await?;
     let catalog: HashMap<&str, &Sellable> = found.iter().map(|s| (s.sku.as_str(), s)).collect();
     let gone: Vec<&str> = lines
         .iter()
@@ -423,8 +421,7 @@ async fn cart_order(
 /// One unit won in flash sale `sale`, at the sale price, with its hold.
 async fn flash_order(state: &CheckoutState, sale: i64, user: &UserId) -> Result<Priced, ApiError> {
     let unit = flash::store::won_unit(&state.db, sale, user.as_str())
-        .await
-        .map_err(|e| db_error(&e))?
+        .await?
         .ok_or_else(|| {
             ApiError::Conflict(format!(
                 "no unit of flash sale {sale} is held for you (a claim may still be queued)"
@@ -438,8 +435,7 @@ async fn flash_order(state: &CheckoutState, sale: i64, user: &UserId) -> Result<
             let wanted = wanted.clone();
             async move { sellables(conn.pool(), &wanted).await }
         })
-        .await
-        .map_err(|e| db_error(&e))?;
+        .await?;
     let item = found
         .into_iter()
         .next()

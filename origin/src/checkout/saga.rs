@@ -107,11 +107,64 @@ impl Saga {
         payment_method: Option<&str>,
     ) -> Progress {
         crash_point("checkout::pending");
-        // A won flash-sale unit comes with its hold: no reservation step.
+        // A won flash-sale unit comes with its hold: no reservation step,
+        // but the hold is claimed for this order before any payment, so
+        // a second order for the same unit stops here.
         if let Some(reservation_id) = order.reservation_id {
-            return self
-                .authorize(shard, order, reservation_id, payment_method)
-                .await;
+            return match self
+                .inventory
+                .claim(reservation_id, order.id.as_str())
+                .await
+            {
+                Ok(()) => {
+                    self.authorize(shard, order, reservation_id, payment_method)
+                        .await
+                }
+                Err(InventoryError::NotClaimed { by, .. }) => {
+                    let first = by.unwrap_or_default();
+                    let (status, mut body) = problem(
+                        StatusCode::CONFLICT,
+                        "unit-already-ordered",
+                        format!(
+                            "this unit is already being bought by order {first}; nothing was charged"
+                        ),
+                        &order.id,
+                    );
+                    body["first_order_id"] = json!(first);
+                    self.settle(
+                        shard,
+                        &order,
+                        OrderState::Pending,
+                        &[OrderState::Cancelled],
+                        status,
+                        body,
+                        Some(format!("unit already ordered by {first}")),
+                    )
+                    .await
+                }
+                Err(InventoryError::WrongState { .. }) => {
+                    let (status, body) = problem(
+                        StatusCode::CONFLICT,
+                        "hold-lapsed",
+                        "the hold on this unit has ended; nothing was charged".into(),
+                        &order.id,
+                    );
+                    self.settle(
+                        shard,
+                        &order,
+                        OrderState::Pending,
+                        &[OrderState::Cancelled],
+                        status,
+                        body,
+                        Some("hold lapsed".into()),
+                    )
+                    .await
+                }
+                Err(error) => {
+                    tracing::warn!(order = %order.id, %error, "flash unit not claimed");
+                    Progress::Pending(unavailable("inventory is unavailable; retry shortly"))
+                }
+            };
         }
         let lines: Vec<Line> = order
             .lines
@@ -122,7 +175,7 @@ impl Saga {
             })
             .collect();
         let request = match ReserveRequest::new(order.id.as_str(), lines, self.reservation_ttl) {
-            Ok(request) => request,
+            Ok(request) => request.for_order(order.id.as_str()),
             Err(error) => {
                 let (status, body) = problem(
                     StatusCode::UNPROCESSABLE_ENTITY,
@@ -277,7 +330,10 @@ impl Saga {
                 self.finish(shard, order).await
             }
             Authorization::Declined { psp, unknown, .. } => {
-                let _ = self.inventory.release(reservation_id).await;
+                let _ = self
+                    .inventory
+                    .release(reservation_id, Some(order.id.as_str()))
+                    .await;
                 let (status, body) = problem(
                     StatusCode::PAYMENT_REQUIRED,
                     "payment-declined",
@@ -306,7 +362,10 @@ impl Saga {
             }
             Authorization::Unavailable { unknown } if unknown.is_empty() => {
                 // Nobody did anything: give the stock back and say so.
-                let _ = self.inventory.release(reservation_id).await;
+                let _ = self
+                    .inventory
+                    .release(reservation_id, Some(order.id.as_str()))
+                    .await;
                 let (status, body) = problem(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "payment-unavailable",
@@ -363,9 +422,13 @@ impl Saga {
             ))));
         };
         if order.state == OrderState::Authorized {
-            match self.inventory.commit(reservation_id).await {
+            match self
+                .inventory
+                .commit(reservation_id, order.id.as_str())
+                .await
+            {
                 Ok(_) => {}
-                Err(InventoryError::WrongState { .. }) => {
+                Err(InventoryError::WrongState { .. } | InventoryError::NotClaimed { .. }) => {
                     // The hold lapsed and its stock is gone: undo the payment.
                     if let Err(error) = self
                         .payments
@@ -586,7 +649,10 @@ impl Saga {
         if !all_known {
             return Err("a payment provider could not be asked; retrying later".into());
         }
-        let _ = self.inventory.release(reservation_id).await;
+        let _ = self
+            .inventory
+            .release(reservation_id, Some(order.id.as_str()))
+            .await;
         self.cancel_interrupted(shard, &order, Some(reservation_id))
             .await
     }
@@ -598,10 +664,12 @@ impl Saga {
         reservation_id: Option<i64>,
     ) -> Result<&'static str, String> {
         if let Some(id) = reservation_id {
-            self.inventory
-                .release(id)
-                .await
-                .map_err(|e| e.to_string())?;
+            match self.inventory.release(id, Some(order.id.as_str())).await {
+                // Not this order's hold (a second order for a won unit
+                // that never claimed it): nothing of ours to give back.
+                Ok(_) | Err(InventoryError::NotClaimed { .. }) => {}
+                Err(error) => return Err(error.to_string()),
+            }
         }
         let (status, body) = problem(
             StatusCode::SERVICE_UNAVAILABLE,

@@ -94,6 +94,7 @@ impl DbRouter {
             Ok(Ok(text)) => match text.parse::<Lsn>() {
                 Ok(lsn) => {
                     history.record(Instant::now(), lsn);
+                    self.saw_primary_lsn(lsn);
                     true
                 }
                 Err(_) => false,

@@ -118,6 +118,13 @@ struct Inner {
     tolerance: Duration,
     next: AtomicUsize,
     metrics: Metrics,
+    /// The highest primary WAL position this process has seen (lag
+    /// probes, its own commits, token checks): read-your-writes tokens up
+    /// to here are real.
+    primary_lsn: AtomicU64,
+    /// One look-up of the primary's position at a time, however many
+    /// requests carry a token from beyond what is known.
+    lsn_refresh: tokio::sync::Mutex<()>,
 }
 
 /// Routes catalog queries: reads to replicas, writes to the primary.
@@ -178,8 +185,51 @@ impl DbRouter {
                 tolerance: config.lag_tolerance,
                 next: AtomicUsize::new(0),
                 metrics,
+                primary_lsn: AtomicU64::new(0),
+                lsn_refresh: tokio::sync::Mutex::new(()),
             }),
         })
+    }
+
+    /// Records a primary WAL position seen (monotonic).
+    pub(crate) fn saw_primary_lsn(&self, lsn: Lsn) {
+        self.inner.primary_lsn.fetch_max(lsn.0, Ordering::AcqRel);
+    }
+
+    /// Checks a read-your-writes token: a position the primary has not
+    /// reached is no write's token (a forged one would send every read
+    /// past every cache to the primary), so it is refused. A token beyond
+    /// what this process knows costs one look-up on the primary, shared
+    /// by every request waiting on one. When the primary cannot be asked,
+    /// the token is given the benefit of the doubt.
+    pub async fn check_token(&self, lsn: Lsn) -> Result<(), TokenError> {
+        let known = || Lsn(self.inner.primary_lsn.load(Ordering::Acquire));
+        if lsn <= known() {
+            return Ok(());
+        }
+        let _single = self.inner.lsn_refresh.lock().await;
+        if lsn <= known() {
+            return Ok(());
+        }
+        let current = tokio::time::timeout(
+            TOKEN_CHECK_TIMEOUT,
+            sqlx::query_scalar!(r#"select pg_current_wal_insert_lsn()::text as "lsn!""#)
+                .fetch_one(&self.inner.primary_read_only),
+        )
+        .await;
+        match current {
+            Ok(Ok(text)) => {
+                if let Ok(current) = text.parse::<Lsn>() {
+                    self.saw_primary_lsn(current);
+                }
+                if lsn <= known() {
+                    Ok(())
+                } else {
+                    Err(TokenError::Beyond { primary: known() })
+                }
+            }
+            _ => Ok(()),
+        }
     }
 
     /// A read handle: replicas within tolerance, the primary as fallback.
@@ -376,9 +426,22 @@ impl WriteDb<'_> {
         let text = sqlx::query_scalar!(r#"select pg_current_wal_insert_lsn()::text as "lsn!""#)
             .fetch_one(&self.router.inner.primary)
             .await?;
-        text.parse::<Lsn>()
-            .map_err(|e| sqlx::Error::Decode(Box::new(e)))
+        let lsn = text
+            .parse::<Lsn>()
+            .map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
+        self.router.saw_primary_lsn(lsn);
+        Ok(lsn)
     }
+}
+
+/// How long a token check waits for the primary's position.
+const TOKEN_CHECK_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// A read-your-writes token that no write produced.
+#[derive(Debug, Clone, Copy, thiserror::Error)]
+pub enum TokenError {
+    #[error("the position is beyond the primary's current WAL position ({primary})")]
+    Beyond { primary: Lsn },
 }
 
 /// Errors that say "this server is unreachable or cannot serve now", as

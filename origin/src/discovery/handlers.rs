@@ -10,7 +10,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::{DiscoveryState, store};
-use crate::catalog::handlers::{REGION_HEADER, SURROGATE_KEY, db_error};
+use crate::catalog::handlers::{REGION_HEADER, SURROGATE_KEY};
 use crate::catalog::model::ProductId;
 use crate::problem::{ApiError, ApiPath, ApiQuery};
 
@@ -75,8 +75,7 @@ pub async fn recommendations(
             let items = store::recommendations(&conn, id, &category, RECOMMENDATIONS).await?;
             Ok(Some((category, items)))
         })
-        .await
-        .map_err(|e| db_error(&e))?;
+        .await?;
     let Some((category, items)) = found else {
         return Err(ApiError::NotFound(format!("product {id} does not exist")));
     };
@@ -124,8 +123,7 @@ pub async fn suggestions(
             let prefix = owned.clone();
             async move { store::suggestions(&conn, &prefix, SUGGESTIONS).await }
         })
-        .await
-        .map_err(|e| db_error(&e))?;
+        .await?;
     let body = json!({ "query": prefix, "items": items });
     Ok(respond(&state, body, tags, None))
 }
@@ -151,8 +149,7 @@ pub async fn reviews(
             }
             store::reviews(&conn, id, REVIEWS).await.map(Some)
         })
-        .await
-        .map_err(|e| db_error(&e))?;
+        .await?;
     let Some((count, average, items)) = found else {
         return Err(ApiError::NotFound(format!("product {id} does not exist")));
     };

@@ -15,11 +15,15 @@ use crate::cache::l2::{L2Error, build_client};
 pub const GROUP: &str = "reservers";
 
 /// ARGV: user. Returns `{1, slot, user_seq}` (won), `{0}` (sold out),
-/// `{-1}` (no such sale), `{-2}` (closed), `{-3, mine}` (user limit).
+/// `{-1}` (no such sale), `{-2}` (closed, or past its end by Redis's
+/// clock), `{-3, mine}` (user limit).
 const CLAIM: &str = r#"
 local state = redis.call('HGET', KEYS[4], 'state')
 if not state then return {-1} end
 if state ~= 'open' then return {-2} end
+local ends = tonumber(redis.call('HGET', KEYS[4], 'ends_at_ms') or '0')
+local now = redis.call('TIME')
+if tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000) >= ends then return {-2} end
 local remaining = tonumber(redis.call('GET', KEYS[1]) or '0')
 if remaining <= 0 then return {0} end
 local mine = tonumber(redis.call('HGET', KEYS[2], ARGV[1]) or '0')
@@ -32,12 +36,13 @@ return {1, slot, seq}
 "#;
 
 /// Opens (or re-opens from the ledger) a sale. ARGV: quantity, limit,
-/// remaining, ttl seconds, then user/count pairs already won.
+/// remaining, ttl seconds, end (Unix ms), then user/count pairs already
+/// won.
 const OPEN: &str = r#"
 redis.call('DEL', KEYS[1], KEYS[2], KEYS[4])
-redis.call('HSET', KEYS[4], 'state', 'open', 'quantity', ARGV[1], 'limit', ARGV[2])
+redis.call('HSET', KEYS[4], 'state', 'open', 'quantity', ARGV[1], 'limit', ARGV[2], 'ends_at_ms', ARGV[5])
 redis.call('SET', KEYS[1], ARGV[3])
-for i = 5, #ARGV, 2 do redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1]) end
+for i = 6, #ARGV, 2 do redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1]) end
 if redis.call('EXISTS', KEYS[3]) == 0 then
   redis.call('XGROUP', 'CREATE', KEYS[3], 'reservers', '$', 'MKSTREAM')
 end
@@ -70,6 +75,24 @@ if fresh then take(fresh[1][2]) end
 return out
 "#;
 
+/// Closes a sale's gate (no claim is won after this); a gate Redis lost
+/// stays absent. Returns the claims delivered to a worker and not yet
+/// acknowledged plus those not delivered yet: 0 once every claim won
+/// before the close is recorded.
+const CLOSE: &str = r#"
+if redis.call('EXISTS', KEYS[4]) == 1 then redis.call('HSET', KEYS[4], 'state', 'closed') end
+if redis.call('EXISTS', KEYS[3]) == 0 then return 0 end
+local waiting = 0
+for _, group in ipairs(redis.call('XINFO', 'GROUPS', KEYS[3])) do
+  local g = {}
+  for i = 1, #group, 2 do g[group[i]] = group[i + 1] end
+  if g['name'] == 'reservers' then
+    waiting = tonumber(g['pending']) + (tonumber(g['lag']) or 0)
+  end
+end
+return waiting
+"#;
+
 /// The outcome of a claim.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Claim {
@@ -78,6 +101,16 @@ pub enum Claim {
     NoSuchSale,
     Closed,
     LimitReached,
+}
+
+/// What a gate opens with.
+#[derive(Debug, Clone, Copy)]
+pub struct Opening {
+    pub quantity: i32,
+    pub limit: i32,
+    /// Units not yet won.
+    pub remaining: i32,
+    pub ends_at: chrono::DateTime<chrono::Utc>,
 }
 
 /// One won claim waiting to become a reservation.
@@ -101,6 +134,7 @@ pub struct Gate {
     client: Client,
     claim: Script,
     open: Script,
+    close: Script,
     fetch: Script,
 }
 
@@ -119,6 +153,7 @@ impl Gate {
             client,
             claim: Script::from_lua(CLAIM),
             open: Script::from_lua(OPEN),
+            close: Script::from_lua(CLOSE),
             fetch: Script::from_lua(FETCH),
         })
     }
@@ -147,22 +182,22 @@ impl Gate {
         })
     }
 
-    /// Opens sale `sale` with `remaining` of `quantity` units left and the
+    /// Opens sale `sale` with `remaining` of `quantity` units left, until
+    /// `ends_at` (checked against Redis's clock at every claim), and the
     /// units users already won (`user → count`, from the ledger).
     pub async fn open(
         &self,
         sale: i64,
-        quantity: i32,
-        limit: i32,
-        remaining: i32,
-        ttl_seconds: i64,
+        opening: Opening,
         won: &[(String, i64)],
     ) -> Result<(), GateError> {
+        let ttl_seconds = (opening.ends_at - chrono::Utc::now()).num_seconds() + 86_400;
         let mut args = vec![
-            quantity.to_string(),
-            limit.to_string(),
-            remaining.to_string(),
+            opening.quantity.to_string(),
+            opening.limit.to_string(),
+            opening.remaining.to_string(),
             ttl_seconds.max(60).to_string(),
+            opening.ends_at.timestamp_millis().to_string(),
         ];
         for (user, count) in won {
             args.push(user.clone());
@@ -173,6 +208,16 @@ impl Gate {
             .evalsha_with_reload(&self.client, keys(sale), args)
             .await?;
         Ok(())
+    }
+
+    /// Closes the gate of sale `sale`; answers how many won claims still
+    /// wait to be recorded (0: the sale's books can be closed).
+    pub async fn close(&self, sale: i64) -> Result<u64, GateError> {
+        let waiting: i64 = self
+            .close
+            .evalsha_with_reload(&self.client, keys(sale), Vec::<String>::new())
+            .await?;
+        Ok(u64::try_from(waiting).unwrap_or(0))
     }
 
     /// Whether Redis still knows sale `sale` (it may have lost it).

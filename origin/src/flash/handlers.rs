@@ -9,10 +9,9 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::FlashState;
-use super::gate::Claim;
+use super::gate::{Claim, Opening};
 use super::store;
 use crate::auth::AdminUser;
-use crate::catalog::handlers::db_error;
 use crate::catalog::model::Sku;
 use crate::catalog::store::sellables;
 use crate::identity::Shopper;
@@ -41,11 +40,12 @@ fn one() -> i64 {
     1
 }
 
+/// A sale id in its one spelling (the parser the edge's waiting room
+/// uses too, so no spelling of an id skips the queue).
 fn sale_id(raw: &str) -> Result<i64, ApiError> {
-    raw.parse::<i64>()
-        .ok()
-        .filter(|id| *id > 0)
-        .ok_or_else(|| ApiError::NotFound("no such flash sale".into()))
+    meridian_topology::ids::ResourceId::parse(raw)
+        .map(|id| id.get())
+        .map_err(|error| ApiError::BadRequest(format!("not a flash sale id: {error}")))
 }
 
 fn gate_error(state: &FlashState, error: super::gate::GateError) -> ApiError {
@@ -110,13 +110,9 @@ pub async fn create(
     }
     let (quantity, limit) = (input.quantity as i32, input.per_user_limit as i32);
     let write = state.db.write();
-    let mut tx = write.begin().await.map_err(|e| db_error(&e))?;
+    let mut tx = write.begin().await?;
     let wanted = vec![sku.as_str().to_string()];
-    if sellables(&mut *tx, &wanted)
-        .await
-        .map_err(|e| db_error(&e))?
-        .is_empty()
-    {
+    if sellables(&mut *tx, &wanted).await?.is_empty() {
         return Err(ApiError::NotFound(format!(
             "no sellable SKU {}",
             sku.as_str()
@@ -127,8 +123,7 @@ pub async fn create(
         sku.as_str()
     )
     .fetch_optional(&mut *tx)
-    .await
-    .map_err(|e| db_error(&e))?
+    .await?
     .unwrap_or(0);
     if available < input.quantity {
         return Err(ApiError::Conflict(format!(
@@ -139,11 +134,11 @@ pub async fn create(
     }
     let duration_ms = i64::try_from(duration.as_millis()).unwrap_or(i64::MAX);
     let hold_ms = i64::try_from(hold.as_millis()).unwrap_or(i64::MAX);
-    let id = sqlx::query_scalar!(
+    let created = sqlx::query!(
         r#"
         insert into flash_sales (sku, quantity, per_user_limit, price_minor, region, hold_ms, ends_at)
         values ($1, $2, $3, $4, $5, $6, now() + $7 * interval '1 millisecond')
-        returning id
+        returning id, ends_at
         "#,
         sku.as_str(),
         quantity,
@@ -155,12 +150,18 @@ pub async fn create(
     )
     .fetch_one(&mut *tx)
     .await
-    .map_err(|e| db_error(&e))?;
-    write.commit(tx).await.map_err(|e| db_error(&e))?;
+    ?;
+    write.commit(tx).await?;
+    let (id, ends_at) = (created.id, created.ends_at);
     // A gate that cannot be opened now is opened by the region's workers,
     // which rebuild the gate of every open sale Redis does not know.
-    let ttl = i64::try_from(duration.as_secs()).unwrap_or(i64::MAX / 2) + 86_400;
-    if let Err(error) = gate.open(id, quantity, limit, quantity, ttl, &[]).await {
+    let opening = Opening {
+        quantity,
+        limit,
+        remaining: quantity,
+        ends_at,
+    };
+    if let Err(error) = gate.open(id, opening, &[]).await {
         tracing::warn!(sale = id, %error, "flash-sale gate not opened yet; the workers will");
     }
     tracing::info!(admin = %admin.name, sale = id, sku = sku.as_str(), quantity, "flash sale opened");
@@ -173,6 +174,7 @@ pub async fn create(
             "per_user_limit": limit,
             "price_minor": input.price_minor,
             "region": state.region,
+            "ends_at": ends_at,
         }),
     ))
 }
@@ -234,12 +236,26 @@ pub async fn claim(
                 id,
             )),
         ),
-        Claim::NoSuchSale => (
-            "unknown",
-            Err(ApiError::NotFound(
-                "no such flash sale in this region".into(),
-            )),
-        ),
+        // Redis does not know it: a sale that ended (and whose gate is
+        // gone) is still a 410, not a 404.
+        Claim::NoSuchSale => match store::sale(&state.db, id).await {
+            Ok(Some(sale)) if sale.ends_at <= chrono::Utc::now() => (
+                "closed",
+                Err(flash_problem(
+                    StatusCode::GONE,
+                    "sale-closed",
+                    "the flash sale is closed",
+                    id,
+                )),
+            ),
+            Ok(_) => (
+                "unknown",
+                Err(ApiError::NotFound(
+                    "no such flash sale in this region".into(),
+                )),
+            ),
+            Err(error) => ("error", Err(ApiError::from(error))),
+        },
     };
     state.metrics.flash_claims.with_label_values(&[label]).inc();
     result
@@ -259,9 +275,7 @@ pub async fn my_claims(
 ) -> Result<Response, ApiError> {
     let user = shopper.user()?;
     let id = sale_id(&raw)?;
-    let claims = store::claims_of(&state.db, id, user.as_str())
-        .await
-        .map_err(|e| db_error(&e))?;
+    let claims = store::claims_of(&state.db, id, user.as_str()).await?;
     let items: Vec<serde_json::Value> = claims
         .into_iter()
         .map(|(slot, state, reservation)| json!({ "slot": slot, "state": state, "reservation_id": reservation }))
@@ -272,6 +286,32 @@ pub async fn my_claims(
     ))
 }
 
+/// Ends a sale now: no claim is won from here on; claims won before are
+/// still recorded, then the sale is closed (`state` in the report).
+pub async fn close(
+    State(state): State<FlashState>,
+    admin: AdminUser,
+    ApiPath(raw): ApiPath<String>,
+) -> Result<Response, ApiError> {
+    let id = sale_id(&raw)?;
+    let gate = state.gate()?;
+    let sale = store::end_now(&state.db, id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound("no such flash sale".into()))?;
+    if sale.region != state.region {
+        return Err(ApiError::NotFound(
+            "no such flash sale in this region".into(),
+        ));
+    }
+    // The gate is closed by the workers too; closing it here stops claims
+    // at once.
+    if let Err(error) = gate.close(id).await {
+        tracing::warn!(sale = id, %error, "flash-sale gate not closed yet; its end date closes it");
+    }
+    tracing::info!(admin = %admin.name, sale = id, "flash sale closed by an admin");
+    report(State(state), admin, ApiPath(raw)).await
+}
+
 /// A sale's books: the ledger's counts beside the gate's counter.
 pub async fn report(
     State(state): State<FlashState>,
@@ -280,25 +320,29 @@ pub async fn report(
 ) -> Result<Response, ApiError> {
     let id = sale_id(&raw)?;
     let sale = store::sale(&state.db, id)
-        .await
-        .map_err(|e| db_error(&e))?
+        .await?
         .ok_or_else(|| ApiError::NotFound("no such flash sale".into()))?;
-    let counts = store::claim_counts(&state.db, id)
-        .await
-        .map_err(|e| db_error(&e))?;
+    let counts = store::claim_counts(&state.db, id).await?;
     let recorded: i64 = counts.iter().map(|(_, n)| n).sum();
     let remaining = match state.gate() {
         Ok(gate) => gate.remaining(id).await.ok().flatten(),
         Err(_) => None,
     };
     let queued = remaining.map(|r| i64::from(sale.quantity) - r - recorded);
+    let closed_at = store::closed_at(&state.db, id).await?;
+    let lifecycle = match sale.state.as_str() {
+        "open" if sale.ends_at <= chrono::Utc::now() => "closing",
+        other => other,
+    };
     Ok(no_store(
         StatusCode::OK,
         json!({
             "id": sale.id,
             "sku": sale.sku,
             "quantity": sale.quantity,
-            "state": sale.state,
+            "state": lifecycle,
+            "ends_at": sale.ends_at,
+            "closed_at": closed_at,
             "claims": counts.into_iter().collect::<std::collections::BTreeMap<_, _>>(),
             "gate_remaining": remaining,
             "queued": queued,

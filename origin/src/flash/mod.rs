@@ -5,7 +5,8 @@
 //! - [`worker`]: drains won claims into reservations and the ledger.
 //! - [`store`]: the sales and the ledger of won slots on the primary.
 //! - [`handlers`]: `POST /v1/admin/flash-sales`, `GET
-//!   /v1/admin/flash-sales/{id}`, `POST /v1/flash-sales/{id}/claim`,
+//!   /v1/admin/flash-sales/{id}`, `POST /v1/admin/flash-sales/{id}/close`,
+//!   `POST /v1/flash-sales/{id}/claim`,
 //!   `GET /v1/flash-sales/{id}/claims`.
 //!
 //! A won unit is held by a reservation for `hold` and bought through
@@ -65,6 +66,7 @@ pub fn router(max_body_bytes: usize) -> Router<AppState> {
     Router::new()
         .route("/v1/admin/flash-sales", post(handlers::create))
         .route("/v1/admin/flash-sales/{id}", get(handlers::report))
+        .route("/v1/admin/flash-sales/{id}/close", post(handlers::close))
         .route("/v1/flash-sales/{id}/claim", post(handlers::claim))
         .route("/v1/flash-sales/{id}/claims", get(handlers::my_claims))
         .layer(DefaultBodyLimit::max(max_body_bytes))

@@ -43,7 +43,8 @@ pub async fn sale(db: &DbRouter, id: i64) -> Result<Option<Sale>, sqlx::Error> {
     Ok(sale)
 }
 
-/// Open sales of `region` that have not ended.
+/// Sales of `region` not closed yet, ended ones included: claims won
+/// before the end are still drained before a sale is closed.
 pub async fn open_sales(db: &DbRouter, region: &str) -> Result<Vec<Sale>, sqlx::Error> {
     let region = region.to_string();
     let (sales, _) = db
@@ -55,7 +56,7 @@ pub async fn open_sales(db: &DbRouter, region: &str) -> Result<Vec<Sale>, sqlx::
                 sqlx::query_as!(
                     Sale,
                     r#"select id, sku, quantity, per_user_limit, price_minor, region, state, hold_ms, ends_at
-                       from flash_sales where region = $1 and state = 'open' and ends_at > now()"#,
+                       from flash_sales where region = $1 and state = 'open'"#,
                     region
                 )
                 .fetch_all(conn.pool())
@@ -236,4 +237,50 @@ pub async fn mark_purchased(db: &DbRouter, sale: i64, slot: i32) -> Result<(), s
     .await?;
     tx.commit().await?;
     Ok(())
+}
+
+/// Ends sale `id` now (an admin's close): claims stop at the gate, and the
+/// workers close the books once every earlier claim is recorded. Returns
+/// the sale, `None` if there is none.
+pub async fn end_now(db: &DbRouter, id: i64) -> Result<Option<Sale>, sqlx::Error> {
+    let write = db.write();
+    let mut tx = write.begin().await?;
+    let sale = sqlx::query_as!(
+        Sale,
+        r#"update flash_sales set ends_at = least(ends_at, now()) where id = $1
+           returning id, sku, quantity, per_user_limit, price_minor, region, state, hold_ms, ends_at"#,
+        id
+    )
+    .fetch_optional(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(sale)
+}
+
+/// Closes the books of an ended sale whose claims are all recorded.
+pub async fn close(db: &DbRouter, id: i64) -> Result<(), sqlx::Error> {
+    let write = db.write_background();
+    let mut tx = write.begin().await?;
+    sqlx::query!(
+        "update flash_sales set state = 'closed', closed_at = now()
+         where id = $1 and state = 'open' and ends_at <= now()",
+        id
+    )
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// When a sale closed, if it did.
+pub async fn closed_at(db: &DbRouter, id: i64) -> Result<Option<DateTime<Utc>>, sqlx::Error> {
+    let (at, _) = db
+        .read_primary()
+        .run(|conn| async move {
+            sqlx::query_scalar!("select closed_at from flash_sales where id = $1", id)
+                .fetch_optional(conn.pool())
+                .await
+        })
+        .await?;
+    Ok(at.flatten())
 }

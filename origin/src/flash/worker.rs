@@ -6,13 +6,18 @@
 //! the ledger, then acknowledges them. A crash anywhere between the gate
 //! and the database redelivers the claim: units are neither lost nor
 //! invented. A Redis that lost an open sale is rebuilt from the ledger.
+//!
+//! A sale ends at `ends_at` (Redis's clock refuses claims from then on) or
+//! when an admin closes it; the workers keep draining its claims past the
+//! end, close its gate and, once no won claim waits, close its books
+//! (`state = 'closed'`): no claim is left stranded.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
-use super::gate::{Gate, QueuedClaim};
+use super::gate::{Gate, Opening, QueuedClaim};
 use super::store::{self, NewClaim, Sale};
 use crate::db::DbRouter;
 use crate::inventory::{Inventory, InventoryError, Line, ReserveRequest};
@@ -56,6 +61,7 @@ impl Worker {
                 refreshed = Some(Instant::now());
             }
             let mut busy = false;
+            let mut closed = Vec::new();
             for sale in &sales {
                 match self
                     .gate
@@ -71,12 +77,18 @@ impl Worker {
                         busy = true;
                         self.process(sale, claims).await;
                     }
+                    Ok(_) if sale.ends_at <= chrono::Utc::now() => {
+                        if self.close_if_drained(sale).await {
+                            closed.push(sale.id);
+                        }
+                    }
                     Ok(_) => {}
                     Err(error) => {
                         tracing::debug!(sale = sale.id, %error, "flash claims not fetched")
                     }
                 }
             }
+            sales.retain(|sale| !closed.contains(&sale.id));
             if !busy {
                 tokio::select! {
                     () = tokio::time::sleep(IDLE) => {}
@@ -86,26 +98,54 @@ impl Worker {
         }
     }
 
-    /// Rebuilds the gate of an open sale from the ledger if Redis lost it.
+    /// An ended sale: its gate closes (Redis's clock already refuses
+    /// claims past the end; an admin's close ends it early), and once no
+    /// won claim waits to be recorded its books close. Whether it closed.
+    async fn close_if_drained(&self, sale: &Sale) -> bool {
+        match self.gate.close(sale.id).await {
+            Ok(0) => match store::close(&self.db, sale.id).await {
+                Ok(()) => {
+                    tracing::info!(sale = sale.id, "flash sale closed");
+                    true
+                }
+                Err(error) => {
+                    tracing::debug!(sale = sale.id, %error, "flash sale not closed yet");
+                    false
+                }
+            },
+            Ok(waiting) => {
+                tracing::debug!(
+                    sale = sale.id,
+                    waiting,
+                    "flash sale ended; claims still queued"
+                );
+                false
+            }
+            Err(error) => {
+                tracing::debug!(sale = sale.id, %error, "flash gate unavailable");
+                false
+            }
+        }
+    }
+
+    /// Rebuilds the gate of an open sale from the ledger if Redis lost it
+    /// (an ended sale's gate is not rebuilt: nothing can be won any more).
     async fn ensure_gate(&self, sale: &Sale) {
+        if sale.ends_at <= chrono::Utc::now() {
+            return;
+        }
         match self.gate.knows(sale.id).await {
             Ok(true) => {}
             Ok(false) => match store::ledger(&self.db, sale.id).await {
                 Ok((max_slot, users)) => {
-                    let ttl = (sale.ends_at - chrono::Utc::now()).num_seconds() + 86_400;
                     let remaining = sale.quantity - max_slot;
-                    match self
-                        .gate
-                        .open(
-                            sale.id,
-                            sale.quantity,
-                            sale.per_user_limit,
-                            remaining,
-                            ttl,
-                            &users,
-                        )
-                        .await
-                    {
+                    let opening = Opening {
+                        quantity: sale.quantity,
+                        limit: sale.per_user_limit,
+                        remaining,
+                        ends_at: sale.ends_at,
+                    };
+                    match self.gate.open(sale.id, opening, &users).await {
                         Ok(()) => tracing::warn!(
                             sale = sale.id,
                             remaining,

@@ -8,9 +8,11 @@
 //! 2. lock the reservations being committed or released;
 //! 3. lock every stock row involved, in SKU order (no deadlocks between
 //!    batches of different origins, or with the sweeper);
-//! 4. plan in memory — commits and releases first, so released stock is
-//!    available to the same batch's reservations, then reservations in
-//!    arrival order, each all-or-nothing against what is left;
+//! 4. plan in memory ([`super::plan`], a pure function with property
+//!    tests) — commits and releases first, so released stock is available
+//!    to the same batch's reservations, then reservations in arrival
+//!    order, each all-or-nothing against what is left; a commit or release
+//!    on behalf of an order needs that order's claim on the hold;
 //! 5. write the stock deltas, states and lines in four statements; commit.
 //!
 //! One row lock and one commit per batch instead of per buyer is what lets
@@ -24,6 +26,7 @@ use tokio::sync::{Mutex, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use super::model::{InventoryError, Line, Reservation, ReservationState, ReserveRequest};
+use super::plan::{self, Delta, FinishJob, Hold, ReserveJob, ReserveOutcome, Stock};
 use crate::db::DbRouter;
 use crate::metrics::Metrics;
 
@@ -41,8 +44,7 @@ enum Job {
         reply: oneshot::Sender<Result<Reservation, InventoryError>>,
     },
     Finish {
-        id: i64,
-        kind: Finish,
+        job: FinishJob,
         reply: oneshot::Sender<Result<ReservationState, InventoryError>>,
     },
 }
@@ -104,22 +106,87 @@ impl Inventory {
         answer.await.map_err(|_| InventoryError::Stopped)?
     }
 
-    /// Sells the held units (idempotent). A hold that expired is committed
+    /// Sells the held units to `order`, which must have claimed the hold
+    /// (idempotent; else `NotClaimed`). A hold that expired is committed
     /// only if its stock can be taken again now; else `WrongState`.
-    pub async fn commit(&self, id: i64) -> Result<ReservationState, InventoryError> {
-        self.finish(id, Finish::Commit).await
+    pub async fn commit(&self, id: i64, order: &str) -> Result<ReservationState, InventoryError> {
+        self.finish(id, Finish::Commit, Some(order)).await
     }
 
     /// Returns the held units to stock (idempotent; a lapsed hold is
-    /// already released). A committed reservation cannot be released.
-    pub async fn release(&self, id: i64) -> Result<ReservationState, InventoryError> {
-        self.finish(id, Finish::Release).await
+    /// already released). With `order`, only a hold that order claimed
+    /// (`NotClaimed` otherwise): an order never gives back another's
+    /// units. A committed reservation cannot be released.
+    pub async fn release(
+        &self,
+        id: i64,
+        order: Option<&str>,
+    ) -> Result<ReservationState, InventoryError> {
+        self.finish(id, Finish::Release, order).await
     }
 
-    async fn finish(&self, id: i64, kind: Finish) -> Result<ReservationState, InventoryError> {
+    /// Records `order` as the one consumer of hold `id` (a won flash-sale
+    /// unit), before any payment: one conditional update on the primary.
+    /// Idempotent for the same order; `NotClaimed { by }` when another
+    /// order holds it; `WrongState` when the hold is no longer held.
+    pub async fn claim(&self, id: i64, order: &str) -> Result<(), InventoryError> {
+        let write = self.db.write();
+        let mut tx = write.begin().await?;
+        let claimed = sqlx::query_scalar!(
+            r#"
+            update reservations set order_id = $2, updated_at = now()
+            where id = $1 and state = 'held' and (order_id is null or order_id = $2)
+            returning id
+            "#,
+            id,
+            order
+        )
+        .fetch_optional(&mut *tx)
+        .await?;
+        if claimed.is_some() {
+            tx.commit().await?;
+            return Ok(());
+        }
+        let found = sqlx::query!("select state, order_id from reservations where id = $1", id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        match found {
+            None => Err(InventoryError::UnknownReservation(id)),
+            Some(row) if row.order_id.as_deref().is_some_and(|o| o != order) => {
+                Err(InventoryError::NotClaimed {
+                    id,
+                    by: row.order_id,
+                })
+            }
+            Some(row) => {
+                let state = ReservationState::parse(&row.state).ok_or(InventoryError::Corrupt {
+                    id,
+                    state: row.state.clone(),
+                })?;
+                Err(InventoryError::WrongState {
+                    id,
+                    state: state.as_str(),
+                    wanted: "claimed",
+                })
+            }
+        }
+    }
+
+    async fn finish(
+        &self,
+        id: i64,
+        kind: Finish,
+        order: Option<&str>,
+    ) -> Result<ReservationState, InventoryError> {
         let (reply, answer) = oneshot::channel();
+        let job = FinishJob {
+            id,
+            kind,
+            order: order.map(str::to_string),
+        };
         self.queue
-            .send(Job::Finish { id, kind, reply })
+            .send(Job::Finish { job, reply })
             .await
             .map_err(|_| InventoryError::Stopped)?;
         answer.await.map_err(|_| InventoryError::Stopped)?
@@ -165,12 +232,11 @@ impl Worker {
         for job in batch {
             match job {
                 Job::Reserve { request, reply } => reserves.push((request, reply)),
-                Job::Finish { id, kind, reply } => finishes.push((id, kind, reply)),
+                Job::Finish { job, reply } => finishes.push((job, reply)),
             }
         }
         let requests: Vec<&ReserveRequest> = reserves.iter().map(|(r, _)| r).collect();
-        let wanted: Vec<(i64, Finish)> =
-            finishes.iter().map(|(id, kind, _)| (*id, *kind)).collect();
+        let wanted: Vec<FinishJob> = finishes.iter().map(|(job, _)| job.clone()).collect();
         let mut attempt = 0;
         let outcome = loop {
             match plan_and_apply(&self.db, &requests, &wanted).await {
@@ -201,7 +267,7 @@ impl Worker {
                     };
                     let _ = reply.send(answer);
                 }
-                for ((_, _, reply), result) in finishes.into_iter().zip(outcome.finishes) {
+                for ((_, reply), result) in finishes.into_iter().zip(outcome.finishes) {
                     let _ = reply.send(result);
                 }
             }
@@ -211,7 +277,7 @@ impl Worker {
                 for (_, reply) in reserves {
                     let _ = reply.send(Err(error.clone()));
                 }
-                for (_, _, reply) in finishes {
+                for (_, reply) in finishes {
                     let _ = reply.send(Err(error.clone()));
                 }
             }
@@ -267,13 +333,6 @@ fn is_retryable(error: &sqlx::Error) -> bool {
     matches!(error, sqlx::Error::Database(db) if matches!(db.code().as_deref(), Some("40P01" | "40001")))
 }
 
-enum ReserveOutcome {
-    Held(Reservation),
-    Rejected(InventoryError),
-    /// The owner was taken before: answer with the stored reservation.
-    Replay,
-}
-
 struct BatchOutcome {
     reserves: Vec<ReserveOutcome>,
     finishes: Vec<Result<ReservationState, InventoryError>>,
@@ -281,30 +340,12 @@ struct BatchOutcome {
     newly_released: usize,
 }
 
-/// Per-SKU changes planned for one batch.
-#[derive(Default, Clone, Copy)]
-struct Delta {
-    on_hand: i64,
-    reserved: i64,
-    sold: i64,
-}
-
-/// One stock row as locked, with the batch's plan applied so far.
-struct Stock {
-    on_hand: i64,
-    reserved: i64,
-}
-
-impl Stock {
-    fn available(&self) -> i64 {
-        self.on_hand - self.reserved
-    }
-}
-
+/// Locks what the batch touches, plans it ([`plan::plan`], pure) and
+/// writes the plan, in one transaction.
 async fn plan_and_apply(
     db: &DbRouter,
     requests: &[&ReserveRequest],
-    finishes: &[(i64, Finish)],
+    finishes: &[FinishJob],
 ) -> Result<BatchOutcome, sqlx::Error> {
     let write = db.write();
     let mut tx = write.begin().await?;
@@ -313,24 +354,28 @@ async fn plan_and_apply(
     // is claimed once and the later request replays.
     let mut claimed: HashMap<String, (i64, chrono::DateTime<chrono::Utc>)> = HashMap::new();
     if !requests.is_empty() {
-        let mut by_owner: BTreeMap<&str, i64> = BTreeMap::new();
+        let mut by_owner: BTreeMap<&str, (i64, Option<String>)> = BTreeMap::new();
         for request in requests {
             let ttl_ms = i64::try_from(request.ttl.as_millis()).unwrap_or(i64::MAX);
-            by_owner.entry(&request.owner).or_insert(ttl_ms);
+            by_owner
+                .entry(&request.owner)
+                .or_insert((ttl_ms, request.order.clone()));
         }
         let owners: Vec<String> = by_owner.keys().map(|o| o.to_string()).collect();
-        let ttls: Vec<i64> = by_owner.values().copied().collect();
+        let ttls: Vec<i64> = by_owner.values().map(|(ttl, _)| *ttl).collect();
+        let orders: Vec<Option<String>> = by_owner.values().map(|(_, o)| o.clone()).collect();
         let rows = sqlx::query!(
             r#"
-            insert into reservations (owner, state, expires_at)
-            select o, 'held', now() + t * interval '1 millisecond'
-            from unnest($1::text[], $2::bigint[]) as u(o, t)
+            insert into reservations (owner, state, expires_at, order_id)
+            select o, 'held', now() + t * interval '1 millisecond', ord
+            from unnest($1::text[], $2::bigint[], $3::text[]) as u(o, t, ord)
             order by o
             on conflict (owner) do nothing
             returning id, owner, expires_at
             "#,
             &owners,
-            &ttls
+            &ttls,
+            &orders as &[Option<String>]
         )
         .fetch_all(&mut *tx)
         .await?;
@@ -340,12 +385,12 @@ async fn plan_and_apply(
     }
 
     // 2. Lock the reservations being finished, with their lines.
-    let mut holds: BTreeMap<i64, (ReservationState, Vec<Line>)> = BTreeMap::new();
+    let mut holds: BTreeMap<i64, Hold> = BTreeMap::new();
     if !finishes.is_empty() {
-        let ids: Vec<i64> = finishes.iter().map(|(id, _)| *id).collect();
+        let ids: Vec<i64> = finishes.iter().map(|job| job.id).collect();
         let rows = sqlx::query!(
             r#"
-            select r.id, r.state, l.sku, l.quantity
+            select r.id, r.state, r.order_id, l.sku, l.quantity
             from reservations r join reservation_lines l on l.reservation_id = r.id
             where r.id = any($1)
             order by r.id
@@ -356,11 +401,14 @@ async fn plan_and_apply(
         .fetch_all(&mut *tx)
         .await?;
         for row in rows {
-            let state = ReservationState::parse(&row.state).unwrap_or(ReservationState::Held);
             holds
                 .entry(row.id)
-                .or_insert_with(|| (state, Vec::new()))
-                .1
+                .or_insert_with(|| Hold {
+                    state: row.state,
+                    order: row.order_id,
+                    lines: Vec::new(),
+                })
+                .lines
                 .push(Line {
                     sku: row.sku,
                     quantity: row.quantity,
@@ -375,8 +423,8 @@ async fn plan_and_apply(
             skus.extend(request.lines().iter().map(|l| l.sku.as_str()));
         }
     }
-    for (_, lines) in holds.values() {
-        skus.extend(lines.iter().map(|l| l.sku.as_str()));
+    for hold in holds.values() {
+        skus.extend(hold.lines.iter().map(|l| l.sku.as_str()));
     }
     let sku_list: Vec<String> = skus.iter().map(|s| s.to_string()).collect();
     let mut stock: HashMap<String, Stock> = HashMap::new();
@@ -399,153 +447,19 @@ async fn plan_and_apply(
     }
 
     // 4. Plan.
-    let mut deltas: BTreeMap<String, Delta> = BTreeMap::new();
-    let mut apply = |stock: &mut HashMap<String, Stock>, sku: &str, change: Delta| {
-        if let Some(row) = stock.get_mut(sku) {
-            row.on_hand += change.on_hand;
-            row.reserved += change.reserved;
-        }
-        let entry = deltas.entry(sku.to_string()).or_default();
-        entry.on_hand += change.on_hand;
-        entry.reserved += change.reserved;
-        entry.sold += change.sold;
-    };
-    let mut new_states: Vec<(i64, ReservationState)> = Vec::new();
-    let mut finish_results = Vec::with_capacity(finishes.len());
-    let (mut newly_committed, mut newly_released) = (0, 0);
-    for (id, kind) in finishes {
-        let Some((state, lines)) = holds.get_mut(id) else {
-            finish_results.push(Err(InventoryError::UnknownReservation(*id)));
-            continue;
-        };
-        let result = match (kind, *state) {
-            (Finish::Commit, ReservationState::Committed)
-            | (Finish::Release, ReservationState::Released | ReservationState::Expired) => {
-                Ok(*state)
-            }
-            (Finish::Commit, ReservationState::Held) => {
-                for line in lines.iter() {
-                    let q = i64::from(line.quantity);
-                    let change = Delta {
-                        on_hand: -q,
-                        reserved: -q,
-                        sold: q,
-                    };
-                    apply(&mut stock, &line.sku, change);
-                }
-                newly_committed += 1;
-                Ok(ReservationState::Committed)
-            }
-            (Finish::Commit, lapsed @ (ReservationState::Released | ReservationState::Expired)) => {
-                // The hold lapsed: commit only if the units are still free.
-                let free = lines.iter().all(|line| {
-                    stock
-                        .get(&line.sku)
-                        .is_some_and(|s| s.available() >= i64::from(line.quantity))
-                });
-                if free && lapsed == ReservationState::Expired {
-                    for line in lines.iter() {
-                        let q = i64::from(line.quantity);
-                        let change = Delta {
-                            on_hand: -q,
-                            reserved: 0,
-                            sold: q,
-                        };
-                        apply(&mut stock, &line.sku, change);
-                    }
-                    newly_committed += 1;
-                    Ok(ReservationState::Committed)
-                } else {
-                    Err(InventoryError::WrongState {
-                        id: *id,
-                        state: lapsed.as_str(),
-                        wanted: "committed",
-                    })
-                }
-            }
-            (Finish::Release, ReservationState::Held) => {
-                for line in lines.iter() {
-                    let q = i64::from(line.quantity);
-                    let change = Delta {
-                        on_hand: 0,
-                        reserved: -q,
-                        sold: 0,
-                    };
-                    apply(&mut stock, &line.sku, change);
-                }
-                newly_released += 1;
-                Ok(ReservationState::Released)
-            }
-            (Finish::Release, ReservationState::Committed) => Err(InventoryError::WrongState {
-                id: *id,
-                state: "committed",
-                wanted: "released",
-            }),
-        };
-        if let Ok(new) = result
-            && new != *state
-        {
-            *state = new;
-            new_states.push((*id, new));
-        }
-        finish_results.push(result);
-    }
-
-    let mut reserve_results = Vec::with_capacity(requests.len());
-    let mut rejected_ids = Vec::new();
-    let (mut line_ids, mut line_skus, mut line_qty) = (Vec::new(), Vec::new(), Vec::new());
-    // The same owner twice in one batch: the first request decides, the
-    // later ones replay it (or share its rejection).
-    let mut first_claim: HashMap<&str, Option<InventoryError>> = HashMap::new();
-    for request in requests {
-        let Some((id, expires_at)) = claimed.get(&request.owner).copied() else {
-            reserve_results.push(ReserveOutcome::Replay);
-            continue;
-        };
-        if let Some(first) = first_claim.get(request.owner.as_str()) {
-            reserve_results.push(match first {
-                Some(error) => ReserveOutcome::Rejected(error.clone()),
-                None => ReserveOutcome::Replay,
-            });
-            continue;
-        }
-        let short = request.lines().iter().find_map(|line| {
-            let available = stock.get(&line.sku).map_or(0, Stock::available);
-            (available < i64::from(line.quantity)).then(|| InventoryError::Insufficient {
-                sku: line.sku.clone(),
-                available: available.max(0),
-                wanted: line.quantity,
-            })
-        });
-        first_claim.insert(&request.owner, short.clone());
-        if let Some(error) = short {
-            rejected_ids.push(id);
-            reserve_results.push(ReserveOutcome::Rejected(error));
-            continue;
-        }
-        for line in request.lines() {
-            let change = Delta {
-                on_hand: 0,
-                reserved: i64::from(line.quantity),
-                sold: 0,
-            };
-            apply(&mut stock, &line.sku, change);
-            line_ids.push(id);
-            line_skus.push(line.sku.clone());
-            line_qty.push(line.quantity);
-        }
-        reserve_results.push(ReserveOutcome::Held(Reservation {
-            id,
-            owner: request.owner.clone(),
-            state: ReservationState::Held,
-            expires_at,
-            lines: request.lines().to_vec(),
-            replayed: false,
-        }));
-    }
+    let reserve_jobs: Vec<ReserveJob<'_>> = requests
+        .iter()
+        .map(|request| ReserveJob {
+            owner: &request.owner,
+            lines: request.lines(),
+            claimed: claimed.get(&request.owner).copied(),
+        })
+        .collect();
+    let plan = plan::plan(stock, holds, finishes, &reserve_jobs);
 
     // 5. Write.
-    let changed: Vec<(&String, &Delta)> = deltas
+    let changed: Vec<(&String, &Delta)> = plan
+        .deltas
         .iter()
         .filter(|(_, d)| d.on_hand != 0 || d.reserved != 0 || d.sold != 0)
         .collect();
@@ -570,12 +484,18 @@ async fn plan_and_apply(
         .execute(&mut *tx)
         .await?;
     }
-    if !rejected_ids.is_empty() {
-        sqlx::query!("delete from reservations where id = any($1)", &rejected_ids)
-            .execute(&mut *tx)
-            .await?;
+    if !plan.rejected_ids.is_empty() {
+        sqlx::query!(
+            "delete from reservations where id = any($1)",
+            &plan.rejected_ids
+        )
+        .execute(&mut *tx)
+        .await?;
     }
-    if !line_ids.is_empty() {
+    if !plan.new_lines.is_empty() {
+        let line_ids: Vec<i64> = plan.new_lines.iter().map(|(id, _)| *id).collect();
+        let line_skus: Vec<String> = plan.new_lines.iter().map(|(_, l)| l.sku.clone()).collect();
+        let line_qty: Vec<i32> = plan.new_lines.iter().map(|(_, l)| l.quantity).collect();
         sqlx::query!(
             r#"
             insert into reservation_lines (reservation_id, sku, quantity)
@@ -588,9 +508,10 @@ async fn plan_and_apply(
         .execute(&mut *tx)
         .await?;
     }
-    if !new_states.is_empty() {
-        let ids: Vec<i64> = new_states.iter().map(|(id, _)| *id).collect();
-        let states: Vec<String> = new_states
+    if !plan.new_states.is_empty() {
+        let ids: Vec<i64> = plan.new_states.iter().map(|(id, _)| *id).collect();
+        let states: Vec<String> = plan
+            .new_states
             .iter()
             .map(|(_, s)| s.as_str().to_string())
             .collect();
@@ -608,10 +529,10 @@ async fn plan_and_apply(
     }
     tx.commit().await?;
     Ok(BatchOutcome {
-        reserves: reserve_results,
-        finishes: finish_results,
-        newly_committed,
-        newly_released,
+        reserves: plan.reserves,
+        finishes: plan.finishes,
+        newly_committed: plan.newly_committed,
+        newly_released: plan.newly_released,
     })
 }
 
@@ -644,10 +565,15 @@ pub async fn reservations_by_owner(
     let mut out: Vec<Reservation> = Vec::new();
     for row in rows {
         if out.last().is_none_or(|r| r.id != row.id) {
+            let state =
+                ReservationState::parse(&row.state).ok_or_else(|| InventoryError::Corrupt {
+                    id: row.id,
+                    state: row.state.clone(),
+                })?;
             out.push(Reservation {
                 id: row.id,
                 owner: row.owner,
-                state: ReservationState::parse(&row.state).unwrap_or(ReservationState::Held),
+                state,
                 expires_at: row.expires_at,
                 lines: Vec::new(),
                 replayed: true,

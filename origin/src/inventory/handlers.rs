@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::InventoryState;
 use crate::auth::AdminUser;
-use crate::catalog::handlers::{LSN_HEADER, db_error};
+use crate::catalog::handlers::LSN_HEADER;
 use crate::catalog::model::Sku;
 use crate::catalog::store;
 use crate::problem::{ApiError, ApiJson, ApiPath};
@@ -47,7 +47,7 @@ pub async fn availability(
             }
         })
         .await
-        .map_err(|e| db_error(&e))?;
+        ?;
     let (known, available) = found;
     if !known {
         return Err(ApiError::NotFound(format!(
@@ -103,13 +103,9 @@ pub async fn set_on_hand(
     }
     let on_hand = i32::try_from(input.on_hand).map_err(ApiError::internal)?;
     let write = state.db.write();
-    let mut tx = write.begin().await.map_err(|e| db_error(&e))?;
+    let mut tx = write.begin().await?;
     let wanted = vec![sku.as_str().to_string()];
-    if store::sellables(&mut *tx, &wanted)
-        .await
-        .map_err(|e| db_error(&e))?
-        .is_empty()
-    {
+    if store::sellables(&mut *tx, &wanted).await?.is_empty() {
         return Err(ApiError::NotFound(format!(
             "no sellable SKU {}",
             sku.as_str()
@@ -126,22 +122,20 @@ pub async fn set_on_hand(
         on_hand
     )
     .fetch_optional(&mut *tx)
-    .await
-    .map_err(|e| db_error(&e))?;
+    .await?;
     let Some(row) = row else {
         let reserved = sqlx::query_scalar!(
             "select reserved from inventory where sku = $1",
             sku.as_str()
         )
         .fetch_one(&mut *tx)
-        .await
-        .map_err(|e| db_error(&e))?;
+        .await?;
         return Err(ApiError::Conflict(format!(
             "{reserved} units of {} are held by reservations; on_hand cannot go below that",
             sku.as_str()
         )));
     };
-    let lsn = write.commit(tx).await.map_err(|e| db_error(&e))?;
+    let lsn = write.commit(tx).await?;
     tracing::info!(sku = sku.as_str(), on_hand, "stock set");
     let view = StockView {
         sku: sku.as_str().to_string(),

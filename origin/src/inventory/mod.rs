@@ -17,6 +17,7 @@
 pub mod batcher;
 pub mod handlers;
 pub mod model;
+pub mod plan;
 pub mod sweeper;
 
 use std::sync::Arc;

@@ -28,6 +28,10 @@ pub struct ReserveRequest {
     /// Lines sorted by SKU, one per SKU.
     lines: Vec<Line>,
     pub ttl: Duration,
+    /// The order that consumes the hold, when known at reservation time
+    /// (a checkout's own reservation); a hold taken without one (a won
+    /// flash-sale unit) is claimed by an order later, once.
+    pub order: Option<String>,
 }
 
 impl ReserveRequest {
@@ -74,7 +78,15 @@ impl ReserveRequest {
             owner,
             lines: out,
             ttl,
+            order: None,
         })
+    }
+
+    /// The hold is consumed by `order` (and only by it).
+    #[must_use]
+    pub fn for_order(mut self, order: impl Into<String>) -> Self {
+        self.order = Some(order.into());
+        self
     }
 
     pub fn lines(&self) -> &[Line] {
@@ -144,6 +156,13 @@ pub enum InventoryError {
         state: &'static str,
         wanted: &'static str,
     },
+    /// Commit or release on behalf of an order that did not claim the
+    /// reservation (`by`: the order that did, if any).
+    #[error("reservation {id} is not held for this order{}", by.as_ref().map(|o| format!(" (order {o} holds it)")).unwrap_or_default())]
+    NotClaimed { id: i64, by: Option<String> },
+    /// A stored state this code does not know: never guessed.
+    #[error("reservation {id} has an unknown state `{state}`")]
+    Corrupt { id: i64, state: String },
     #[error("inventory database: {0}")]
     Db(Arc<sqlx::Error>),
     #[error("the inventory queue is stopping")]

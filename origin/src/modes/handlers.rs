@@ -26,7 +26,6 @@ use serde_json::{Value, json};
 use super::ModesState;
 use super::store::{self, Change, GLOBAL, StoreError};
 use crate::auth::AdminUser;
-use crate::catalog::handlers::db_error;
 use crate::problem::{ApiError, ApiJson, ApiPath};
 
 /// Longest accepted reason.
@@ -34,7 +33,7 @@ pub const MAX_REASON: usize = 500;
 
 fn store_error(error: StoreError) -> ApiError {
     match error {
-        StoreError::Db(error) => db_error(&error),
+        StoreError::Db(error) => ApiError::from(error),
         unreadable @ StoreError::Unreadable { .. } => ApiError::internal(unreadable),
     }
 }
@@ -80,8 +79,7 @@ async fn load(state: &ModesState) -> Result<ModeTable, ApiError> {
         .db
         .read_primary()
         .run(|conn| async move { store::rows(conn.pool()).await })
-        .await
-        .map_err(|e| db_error(&e))?;
+        .await?;
     store::table(rows).map_err(store_error)
 }
 
@@ -196,12 +194,12 @@ pub async fn update(
     let scope = scope(&state, &raw)?;
     let change = change(&scope, &input)?;
     let write = state.db.write();
-    let mut tx = write.begin().await.map_err(|e| db_error(&e))?;
+    let mut tx = write.begin().await?;
     let (before, after): (Setting, Setting) =
         store::apply(&mut tx, &scope, &change, &admin.name, input.reason.trim())
             .await
             .map_err(store_error)?;
-    write.commit(tx).await.map_err(|e| db_error(&e))?;
+    write.commit(tx).await?;
     state.applied.reload();
     tracing::info!(
         admin = %admin.name,
@@ -255,8 +253,7 @@ pub async fn history(
             let scope = scope.clone();
             async move { store::history(conn.pool(), scope.as_deref(), query.before, limit).await }
         })
-        .await
-        .map_err(|e| db_error(&e))?;
+        .await?;
     let next = (entries.len() as i64 == limit)
         .then(|| entries.last().map(|e| e.id))
         .flatten();

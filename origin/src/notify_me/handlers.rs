@@ -10,7 +10,6 @@ use serde::Deserialize;
 use super::NotifyState;
 use super::store::{Contact, NotifyStore};
 use crate::auth::AdminUser;
-use crate::catalog::handlers::db_error;
 use crate::catalog::model::Sku;
 use crate::catalog::store::sellables;
 use crate::identity::Shopper;
@@ -92,8 +91,7 @@ pub async fn request(
             let wanted = wanted.clone();
             async move { sellables(conn.pool(), &wanted).await }
         })
-        .await
-        .map_err(|e| db_error(&e))?;
+        .await?;
     if found.is_empty() {
         return Err(ApiError::Unprocessable(format!(
             "no sellable SKU {}",

@@ -8,6 +8,8 @@
 //!   cross-region checks (exactly one home region, countries served once,
 //!   complete latency tables, shard maps covering every bucket).
 //! - [`TopologyError`]: every error names the file, the field and the problem.
+//! - [`ids`]: numeric path ids in their one canonical spelling, parsed
+//!   the same way by the origin's routes and the edge's waiting room.
 //! - [`invalidation`]: the regional invalidation channel's message format,
 //!   shared by the origins that publish and the edges that purge.
 //! - [`modes`]: operating modes (normal, degraded, read-only,
@@ -23,6 +25,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod ids;
 pub mod invalidation;
 pub mod modes;
 pub mod region;

@@ -19,6 +19,7 @@ use super::{CliError, load_topology, stop_signal};
 use crate::launcher::process::ManagedProcess;
 use crate::launcher::{CATALOG_DATABASE, LocalStack, free_port};
 use crate::local::{EdgeAddrs, GEO_DATABASE, LocalSecrets, edge_config, origin_config};
+use crate::private_files;
 use crate::stack_file::{DEFAULT_PATH, PostgresEndpoints, PspEndpoint, RegionEndpoints, StackFile};
 use meridian_origin::config::PspConfig;
 
@@ -99,13 +100,9 @@ pub async fn run(args: UpArgs) -> Result<(), CliError> {
         .parent()
         .map(Path::to_path_buf)
         .unwrap_or_else(|| PathBuf::from("."));
-    std::fs::create_dir_all(&base)
+    private_files::create_dir(&base)
         .map_err(|e| CliError::Other(format!("{}: {e}", base.display())))?;
-    if args.data_dir.exists() {
-        std::fs::remove_dir_all(&args.data_dir).map_err(|e| {
-            CliError::Other(format!("cannot wipe {}: {e}", args.data_dir.display()))
-        })?;
-    }
+    private_files::reset_data_dir(&args.data_dir).map_err(|e| CliError::Other(e.to_string()))?;
     let data_dir = std::path::absolute(&args.data_dir)
         .map_err(|e| CliError::Other(format!("{}: {e}", args.data_dir.display())))?;
 
@@ -173,7 +170,7 @@ pub async fn run(args: UpArgs) -> Result<(), CliError> {
         let config_path = base.join(format!("origin-{}.toml", region.name));
         let text = toml::to_string(&config)
             .map_err(|e| CliError::Other(format!("cannot write origin config: {e}")))?;
-        std::fs::write(&config_path, text)
+        private_files::write(&config_path, text)
             .map_err(|e| CliError::Other(format!("{}: {e}", config_path.display())))?;
         let mut command = Command::new(&exe);
         command.arg("origin").arg("--config").arg(&config_path);
@@ -231,7 +228,7 @@ pub async fn run(args: UpArgs) -> Result<(), CliError> {
         let config_path = base.join(format!("edge-{}.toml", region.name));
         let text = toml::to_string(&config)
             .map_err(|e| CliError::Other(format!("cannot write edge config: {e}")))?;
-        std::fs::write(&config_path, text)
+        private_files::write(&config_path, text)
             .map_err(|e| CliError::Other(format!("{}: {e}", config_path.display())))?;
         let mut command = Command::new(&exe);
         command.arg("edge").arg("--config").arg(&config_path);
@@ -309,9 +306,10 @@ fn write_local_certificate(data_dir: &Path) -> Result<(PathBuf, PathBuf), CliErr
     let cert = dir.join("edge-cert.pem");
     let key = dir.join("edge-key.pem");
     let write = |path: &Path, text: String| {
-        std::fs::write(path, text).map_err(|e| CliError::Other(format!("{}: {e}", path.display())))
+        private_files::write(path, text)
+            .map_err(|e| CliError::Other(format!("{}: {e}", path.display())))
     };
-    std::fs::create_dir_all(&dir)
+    private_files::create_dir(&dir)
         .map_err(|e| CliError::Other(format!("{}: {e}", dir.display())))?;
     write(&cert, certified.cert.pem())?;
     write(&key, certified.signing_key.serialize_pem())?;
@@ -444,6 +442,19 @@ fn describe(
     }
 }
 
+/// A URL as printed: any password replaced (it stays in the private stack
+/// file).
+fn without_password(url: &str) -> String {
+    match url.split_once("://").and_then(|(scheme, rest)| {
+        let (userinfo, host) = rest.split_once('@')?;
+        let user = userinfo.split(':').next().unwrap_or_default();
+        Some(format!("{scheme}://{user}:***@{host}"))
+    }) {
+        Some(masked) => masked,
+        None => url.to_string(),
+    }
+}
+
 fn print_summary(stack: &StackFile, path: &Path) {
     println!("\nMeridian is up.\n");
     println!(
@@ -464,15 +475,17 @@ fn print_summary(stack: &StackFile, path: &Path) {
             region.edge_tls.as_deref().unwrap_or("-"),
             region.origin,
             replicas.join(" "),
-            region.redis
+            without_password(&region.redis)
         );
     }
     println!("\ncatalog primary: {}", stack.catalog_primary);
     for (name, psp) in &stack.psp {
         println!("payments ({name}): {}", psp.url);
     }
-    println!("admin token:     {}", stack.admin_token);
-    println!("stack file:      {}", path.display());
+    println!(
+        "stack file:      {} (private: the admin token is its `admin_token`)",
+        path.display()
+    );
     if let Some((_, first)) = stack.regions.iter().next() {
         let entry = first.edge.as_deref().unwrap_or(&first.origin);
         println!("\ntry: curl -i {entry}/v1/products/1");

@@ -136,9 +136,13 @@ impl LocalStack {
         std::fs::create_dir_all(&root)
             .map_err(|e| LaunchError::io(format!("create {}", root.display()), e))?;
         // PostgreSQL may run as another user (when we are root): it must be
-        // able to reach its data directories below the root.
-        std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o755))
-            .map_err(|e| LaunchError::io(format!("chmod {}", root.display()), e))?;
+        // able to reach its data directories below the root — and nobody
+        // else needs to list it.
+        std::fs::set_permissions(
+            &root,
+            std::fs::Permissions::from_mode(crate::private_files::data_dir_mode()),
+        )
+        .map_err(|e| LaunchError::io(format!("chmod {}", root.display()), e))?;
 
         let home = topology.home();
         let primary_endpoint = home

@@ -1,6 +1,9 @@
 //! A Redis server started from the installed `redis-server`, on loopback,
 //! persisted with an append-only file in its directory (carts and
-//! flash-sale counters survive a restart; no RDB snapshots).
+//! flash-sale counters survive a restart; no RDB snapshots), and
+//! password-protected (`requirepass`, a random password per server, carried
+//! in [`RedisServer::url`]): another local user cannot publish on its
+//! channels or read its carts.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -17,6 +20,7 @@ use super::{Binaries, LaunchError, READY_TIMEOUT};
 pub struct RedisServer {
     name: String,
     port: u16,
+    password: String,
     dir: PathBuf,
     redis_server: PathBuf,
     process: ManagedProcess,
@@ -26,10 +30,12 @@ impl RedisServer {
     pub fn start(bins: &Binaries, name: &str, dir: &Path, port: u16) -> Result<Self, LaunchError> {
         std::fs::create_dir_all(dir)
             .map_err(|e| LaunchError::io(format!("create {}", dir.display()), e))?;
-        let process = spawn(&bins.redis_server, name, dir, port)?;
+        let password = format!("{:032x}", rand::random::<u128>());
+        let process = spawn(&bins.redis_server, name, dir, port, &password)?;
         let mut server = RedisServer {
             name: name.to_string(),
             port,
+            password,
             dir: dir.to_path_buf(),
             redis_server: bins.redis_server.clone(),
             process,
@@ -46,8 +52,14 @@ impl RedisServer {
         self.port
     }
 
+    /// The password (`redis-cli -a`).
+    pub fn password(&self) -> &str {
+        &self.password
+    }
+
+    /// The URL clients connect with, password included.
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
+        format!("redis://:{}@127.0.0.1:{}", self.password, self.port)
     }
 
     pub fn pid(&self) -> Option<u32> {
@@ -67,7 +79,13 @@ impl RedisServer {
     /// Starts the server again on the same port (after `kill` or `stop`).
     pub fn restart(&mut self) -> Result<(), LaunchError> {
         self.process.stop();
-        self.process = spawn(&self.redis_server, &self.name, &self.dir, self.port)?;
+        self.process = spawn(
+            &self.redis_server,
+            &self.name,
+            &self.dir,
+            self.port,
+            &self.password,
+        )?;
         self.wait_ready()
     }
 
@@ -81,7 +99,7 @@ impl RedisServer {
                     log: self.process.log_tail(),
                 });
             }
-            if ping(self.port).is_ok() {
+            if ping(self.port, &self.password).is_ok() {
                 return Ok(());
             }
             if Instant::now() > deadline {
@@ -101,11 +119,13 @@ fn spawn(
     name: &str,
     dir: &Path,
     port: u16,
+    password: &str,
 ) -> Result<ManagedProcess, LaunchError> {
     let mut command = Command::new(redis_server);
     command
         .arg("--port")
         .arg(port.to_string())
+        .args(["--requirepass", password])
         // Carts and flash-sale counters are data: an append-only file
         // (fsync every second) keeps them across a restart.
         .args(["--bind", "127.0.0.1", "--save", ""])
@@ -116,14 +136,14 @@ fn spawn(
     ManagedProcess::spawn(name, command, &dir.join("redis.log"), Signal::SIGTERM)
 }
 
-/// One RESP `PING` over a fresh connection.
-fn ping(port: u16) -> std::io::Result<()> {
+/// `AUTH` and one `PING` over a fresh connection.
+fn ping(port: u16, password: &str) -> std::io::Result<()> {
     let mut stream = TcpStream::connect(("127.0.0.1", port))?;
     stream.set_read_timeout(Some(Duration::from_millis(500)))?;
-    stream.write_all(b"PING\r\n")?;
-    let mut reply = [0u8; 7];
+    stream.write_all(format!("AUTH {password}\r\nPING\r\n").as_bytes())?;
+    let mut reply = [0u8; 12];
     stream.read_exact(&mut reply)?;
-    if &reply == b"+PONG\r\n" {
+    if &reply == b"+OK\r\n+PONG\r\n" {
         Ok(())
     } else {
         Err(std::io::Error::other("unexpected reply to PING"))

@@ -84,6 +84,20 @@ async fn bad_input_gets_problem_json_4xx() {
             headers: vec![("x-meridian-lsn", "not-an-lsn")],
             ..get("bad read token", "/v1/products/1", 400)
         },
+        // A token from beyond the primary's WAL position came from no
+        // write: refused, not sent past every cache to the primary.
+        Case {
+            headers: vec![("x-meridian-lsn", "FFFFFFFF/FFFFFFFF")],
+            ..get("read token from the future", "/v1/products/1", 400)
+        },
+        Case {
+            headers: vec![("x-meridian-lsn", "FFFFFFFF/FFFFFFFF")],
+            ..get("listing token from the future", "/v1/products?limit=2", 400)
+        },
+        // Ids have one spelling.
+        get("signed product id", "/v1/products/+1", 400),
+        get("zero-padded product id", "/v1/products/01", 400),
+        get("zero product id", "/v1/products/0", 400),
         Case {
             method: "DELETE",
             ..get("wrong method", "/v1/products/1", 405)

@@ -590,7 +590,7 @@ async fn bad_write_requests_get_problem_json_and_change_nothing() {
                 .client
                 .post(url("/v1/flash-sales/abc/claim"))
                 .bearer_auth(&token),
-            404,
+            400,
         ),
         (
             "guest claim",

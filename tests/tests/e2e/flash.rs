@@ -146,12 +146,17 @@ async fn five_thousand_claims_for_a_hundred_units_sell_exactly_a_hundred() {
 
     // Redis loses everything: the gate is rebuilt from the ledger, still
     // sold out, still knowing who won.
-    let redis_port = stack.stack.region(HOME).unwrap().redis.port();
+    let redis = &stack.stack.region(HOME).unwrap().redis;
     let flushed = std::process::Command::new("redis-cli")
-        .args(["-p", &redis_port.to_string(), "flushall"])
+        .args(["-p", &redis.port().to_string(), "-a", redis.password()])
+        .args(["--no-auth-warning", "flushall"])
         .output()
         .expect("redis-cli");
-    assert!(flushed.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&flushed.stdout).trim(),
+        "OK",
+        "{flushed:?}"
+    );
     eventually("the gate is rebuilt", Duration::from_secs(10), || async {
         report(&origin, sale).await["gate_remaining"] == 0
     })
@@ -165,4 +170,195 @@ async fn five_thousand_claims_for_a_hundred_units_sell_exactly_a_hundred() {
             + books["claims"]["purchased"].as_i64().unwrap(),
         100
     );
+}
+
+async fn open_sale(origin: &TestOrigin, sku: &str, body: Value) -> i64 {
+    let mut body = body;
+    body["sku"] = json!(sku);
+    let created = origin
+        .client
+        .post(format!("{}/v1/admin/flash-sales", origin.url))
+        .bearer_auth(TOKEN)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    created.json::<Value>().await.unwrap()["id"]
+        .as_i64()
+        .unwrap()
+}
+
+/// The attack from issue 13: one won unit, five checkouts with five
+/// different Idempotency-Keys, all at once. One order buys it; the other
+/// four get 409 naming that order; the provider charges once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_won_unit_is_bought_by_one_order_whatever_the_keys() {
+    let stack = shop_stack(10).await;
+    let origin = stack.origin(HOME).await;
+    let sku = stack.sellable_skus(1).await[0].0.clone();
+    set_stock(&origin, &sku, 1).await;
+    let sale = open_sale(&origin, &sku, json!({ "quantity": 1, "price_minor": 700 })).await;
+    let buyer = Shopper::new(&origin, "lucky");
+    assert_eq!(claim(&origin, &buyer, sale).await, StatusCode::ACCEPTED);
+    eventually(
+        "the won unit is reserved",
+        Duration::from_secs(20),
+        || async { report(&origin, sale).await["claims"]["reserved"] == 1 },
+    )
+    .await;
+
+    let body = json!({ "flash_sale": sale });
+    let attempts = (0..5).map(|i| {
+        let (buyer, body) = (&buyer, &body);
+        async move {
+            let response = buyer.checkout(&format!("retry-{i}"), body).await;
+            let status = response.status();
+            (i, status, response.json::<Value>().await.unwrap())
+        }
+    });
+    let answers = futures::future::join_all(attempts).await;
+    let bought: Vec<_> = answers.iter().filter(|(_, s, _)| *s == 201).collect();
+    assert_eq!(bought.len(), 1, "{answers:?}");
+    let (first_key, _, first) = bought[0];
+    let first_id = first["id"].as_str().unwrap();
+    for (_, status, answer) in answers.iter().filter(|(_, s, _)| *s != 201) {
+        assert_eq!(*status, 409, "{answer}");
+        assert_eq!(
+            answer["type"].as_str().unwrap().rsplit('/').next(),
+            Some("unit-already-ordered"),
+            "{answer}"
+        );
+        assert_eq!(answer["first_order_id"], first_id, "{answer}");
+    }
+    // One charge, one unit sold, one order captured.
+    let ledger = stack.psp("primary").ledger().await;
+    assert_eq!(count(&ledger, "captured"), 1, "{ledger:?}");
+    assert_eq!(
+        ledger.len(),
+        1,
+        "only one payment was even attempted: {ledger:?}"
+    );
+    assert!(stack.psp("fallback").ledger().await.is_empty());
+    assert_eq!(stack.stock(&sku).await, (0, 0, 1));
+    let states = crate::checkout::orders_by_state(&stack).await;
+    assert!(states.contains(&("captured".to_string(), 1)), "{states:?}");
+    assert!(states.contains(&("cancelled".to_string(), 4)), "{states:?}");
+
+    // Retries: the winning key replays the order; a refused key replays
+    // its refusal; a sixth key is refused too.
+    let again = buyer.checkout(&format!("retry-{first_key}"), &body).await;
+    assert_eq!(again.status(), 201);
+    assert_eq!(again.json::<Value>().await.unwrap()["id"], first_id);
+    let loser_key = answers.iter().find(|(_, s, _)| *s == 409).unwrap().0;
+    let replayed = buyer.checkout(&format!("retry-{loser_key}"), &body).await;
+    assert_eq!(replayed.status(), 409);
+    assert_eq!(replayed.headers()["idempotent-replayed"], "true");
+    let sixth = buyer.checkout("retry-6", &body).await;
+    assert_eq!(sixth.status(), 409);
+    assert_eq!(count(&stack.psp("primary").ledger().await, "captured"), 1);
+}
+
+/// Sales end: the gate refuses claims past `ends_at` (410), the workers
+/// record every claim won before the end and close the sale, an admin can
+/// close one early, and the books reconcile — gate, ledger, inventory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sales_end_on_time_close_early_on_demand_and_their_books_reconcile() {
+    let stack = shop_stack(10).await;
+    let origin = stack.origin(HOME).await;
+    let skus = stack.sellable_skus(2).await;
+    let (sku, other) = (skus[0].0.clone(), skus[1].0.clone());
+    set_stock(&origin, &sku, 10).await;
+    set_stock(&origin, &other, 10).await;
+
+    let sale = open_sale(&origin, &sku, json!({ "quantity": 5, "duration": "2s" })).await;
+    let fans: Vec<Shopper> = (0..3)
+        .map(|i| Shopper::new(&origin, &format!("early-{i}")))
+        .collect();
+    // Other spellings of the id are not the sale (the edge's waiting room
+    // uses the same parser).
+    for spelling in [format!("+{sale}"), format!("0{sale}"), format!("{sale}%20")] {
+        let refused = origin
+            .client
+            .post(format!("{}/v1/flash-sales/{spelling}/claim", origin.url))
+            .bearer_auth(&fans[0].token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(refused.status(), 400, "{spelling}");
+    }
+    for fan in &fans {
+        assert_eq!(claim(&origin, fan, sale).await, StatusCode::ACCEPTED);
+    }
+    eventually(
+        "the sale closes at its end",
+        Duration::from_secs(20),
+        || async { report(&origin, sale).await["state"] == "closed" },
+    )
+    .await;
+    let late = Shopper::new(&origin, "late");
+    let refused = origin
+        .client
+        .post(format!("{}/v1/flash-sales/{sale}/claim", origin.url))
+        .bearer_auth(&late.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 410);
+    assert_eq!(
+        refused.headers()["content-type"],
+        "application/problem+json"
+    );
+    let books = report(&origin, sale).await;
+    assert_eq!(books["claims"]["reserved"], 3, "{books}");
+    assert_eq!(books["gate_remaining"], 2, "{books}");
+    assert_eq!(books["queued"], 0, "{books}");
+    assert!(books["closed_at"].is_string(), "{books}");
+    // Inventory holds exactly the recorded claims.
+    assert_eq!(stack.stock(&sku).await, (10, 3, 0));
+    // A winner can still buy the unit held for them.
+    let bought = fans[0]
+        .checkout("after-end", &json!({ "flash_sale": sale }))
+        .await;
+    assert_eq!(bought.status(), 201);
+    assert_eq!(stack.stock(&sku).await, (9, 2, 1));
+
+    // An admin closes a sale early: claims stop at once, the books close.
+    let early = open_sale(&origin, &other, json!({ "quantity": 5, "duration": "1h" })).await;
+    assert_eq!(claim(&origin, &fans[0], early).await, StatusCode::ACCEPTED);
+    let closing = origin
+        .client
+        .post(format!("{}/v1/admin/flash-sales/{early}/close", origin.url))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(closing.status(), 200);
+    assert_eq!(claim(&origin, &fans[1], early).await, StatusCode::GONE);
+    eventually(
+        "the closed sale's books close",
+        Duration::from_secs(20),
+        || async { report(&origin, early).await["state"] == "closed" },
+    )
+    .await;
+    let books = report(&origin, early).await;
+    assert_eq!(books["claims"]["reserved"], 1, "{books}");
+    assert_eq!(books["queued"], 0, "{books}");
+    assert_eq!(stack.stock(&other).await, (10, 1, 0));
+    // Without a token, no close; an unknown sale is a 404.
+    let anonymous = origin
+        .client
+        .post(format!("{}/v1/admin/flash-sales/{early}/close", origin.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status(), 401);
+    let unknown = origin
+        .client
+        .post(format!("{}/v1/admin/flash-sales/999999/close", origin.url))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unknown.status(), 404);
 }

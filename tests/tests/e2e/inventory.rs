@@ -27,9 +27,10 @@ fn inventory(stack: &TestStack, max_batch: usize) -> (Inventory, DbRouter, Cance
     (inventory, db, shutdown)
 }
 
+/// One unit held for the order named `owner`.
 fn one(sku: &str, owner: String, ttl: Duration) -> ReserveRequest {
     ReserveRequest::new(
-        owner,
+        owner.clone(),
         [Line {
             sku: sku.to_string(),
             quantity: 1,
@@ -37,6 +38,7 @@ fn one(sku: &str, owner: String, ttl: Duration) -> ReserveRequest {
         ttl,
     )
     .expect("request")
+    .for_order(owner)
 }
 
 async fn set_stock(stack: &TestStack, sku: &str, on_hand: i32) {
@@ -105,9 +107,11 @@ async fn three_hundred_buyers_for_seventeen_units_get_exactly_seventeen() {
 
     // Commits sell, concurrently and idempotently.
     let commits = held.iter().flat_map(|r| {
-        let id = r.id;
-        [inventory.clone(), inventory.clone()]
-            .map(|inventory| tokio::spawn(async move { inventory.commit(id).await }))
+        let (id, owner) = (r.id, r.owner.clone());
+        [inventory.clone(), inventory.clone()].map(|inventory| {
+            let owner = owner.clone();
+            tokio::spawn(async move { inventory.commit(id, &owner).await })
+        })
     });
     for result in futures::future::join_all(commits).await {
         assert_eq!(result.unwrap().unwrap(), ReservationState::Committed);
@@ -115,11 +119,11 @@ async fn three_hundred_buyers_for_seventeen_units_get_exactly_seventeen() {
     assert_eq!(stack.stock(sku).await, (0, 0, 17));
     // A committed reservation cannot be released.
     assert!(matches!(
-        inventory.release(held[0].id).await,
+        inventory.release(held[0].id, None).await,
         Err(InventoryError::WrongState { .. })
     ));
     assert!(matches!(
-        inventory.commit(i64::MAX).await,
+        inventory.commit(i64::MAX, "nobody").await,
         Err(InventoryError::UnknownReservation(_))
     ));
     stop.cancel();
@@ -151,17 +155,17 @@ async fn retries_replay_releases_return_stock_and_expired_holds_are_swept() {
     // Release gives the unit back, once.
     let id = reservations[0].id;
     assert_eq!(
-        inventory.release(id).await.unwrap(),
+        inventory.release(id, None).await.unwrap(),
         ReservationState::Released
     );
     assert_eq!(
-        inventory.release(id).await.unwrap(),
+        inventory.release(id, None).await.unwrap(),
         ReservationState::Released
     );
     assert_eq!(stack.stock(sku).await, (5, 0, 0));
     // A released hold is not committed behind the shopper's back.
     assert!(matches!(
-        inventory.commit(id).await,
+        inventory.commit(id, "checkout:u1:key-1").await,
         Err(InventoryError::WrongState { .. })
     ));
 
@@ -186,7 +190,10 @@ async fn retries_replay_releases_return_stock_and_expired_holds_are_swept() {
     // A lapsed hold whose units are still free can still be committed (a
     // slow payment), taking them again.
     assert_eq!(
-        inventory.commit(short[0].id).await.unwrap(),
+        inventory
+            .commit(short[0].id, &short[0].owner)
+            .await
+            .unwrap(),
         ReservationState::Committed
     );
     assert_eq!(stack.stock(sku).await, (4, 0, 1));
