@@ -171,6 +171,10 @@ impl FromRef<AppState> for HealthState {
 pub struct Application {
     listener: TcpListener,
     router: Router,
+    /// Admin API, `/metrics`, `/readyz` (and `/healthz`): operators and
+    /// Prometheus only, never the public edge.
+    internal_listener: TcpListener,
+    internal_router: Router,
     shutdown: CancellationToken,
     tasks: JoinSet<()>,
 }
@@ -375,17 +379,20 @@ impl Application {
                 modes,
             })),
         }));
-        let router = routes(state, config.max_body_bytes);
-        let listener =
-            TcpListener::bind(config.listen)
+        let router = public_routes(state.clone(), config.max_body_bytes);
+        let internal_router = internal_routes(state, config.max_body_bytes);
+        let bind = |addr: SocketAddr| async move {
+            TcpListener::bind(addr)
                 .await
-                .map_err(|source| StartError::Bind {
-                    addr: config.listen,
-                    source,
-                })?;
+                .map_err(|source| StartError::Bind { addr, source })
+        };
+        let listener = bind(config.listen).await?;
+        let internal_listener = bind(config.internal_listen).await?;
         Ok(Application {
             listener,
             router,
+            internal_listener,
+            internal_router,
             shutdown,
             tasks,
         })
@@ -393,6 +400,13 @@ impl Application {
 
     pub fn local_addr(&self) -> SocketAddr {
         self.listener
+            .local_addr()
+            .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)))
+    }
+
+    /// The internal listener's address (admin, metrics, readiness).
+    pub fn internal_addr(&self) -> SocketAddr {
+        self.internal_listener
             .local_addr()
             .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)))
     }
@@ -406,34 +420,68 @@ impl Application {
         let Application {
             listener,
             router,
+            internal_listener,
+            internal_router,
             shutdown,
             mut tasks,
         } = self;
+        // The internal listener drains with the public one: `stop` ends
+        // the public server, whose end cancels `shutdown`.
+        let internal_stop = shutdown.clone();
+        let internal = axum::serve(internal_listener, internal_router)
+            .with_graceful_shutdown(async move { internal_stop.cancelled().await });
+        let internal = tokio::spawn(async move { internal.await });
         let result = axum::serve(listener, router)
             .with_graceful_shutdown(stop)
             .await
             .map_err(StartError::Serve);
         shutdown.cancel();
+        match internal.await {
+            Ok(Err(error)) => tracing::warn!(%error, "internal listener failed"),
+            Err(error) => tracing::warn!(%error, "internal listener task failed"),
+            Ok(Ok(())) => {}
+        }
         while tasks.join_next().await.is_some() {}
         result
     }
 }
 
-/// The whole HTTP surface of the origin.
-pub fn routes(state: AppState, max_body_bytes: usize) -> Router {
-    Router::new()
-        .merge(catalog::router(max_body_bytes))
-        .merge(inventory::router(max_body_bytes))
+/// The public listener: shopper routes, `/v1/modes` (the edges poll it)
+/// and `/healthz` (the edges' health checks). Nothing else.
+pub fn public_routes(state: AppState, max_body_bytes: usize) -> Router {
+    let routes = Router::new()
+        .merge(catalog::router())
+        .merge(inventory::router())
         .merge(cart::router(max_body_bytes))
         .merge(orders::router())
         .merge(checkout::router(max_body_bytes))
-        .merge(flash::router(max_body_bytes))
-        .merge(modes::router(max_body_bytes))
+        .merge(flash::router())
+        .merge(modes::router())
         .merge(notify_me::router(max_body_bytes))
         .merge(discovery::router())
+        .route("/healthz", get(healthz));
+    finish(routes, state)
+}
+
+/// The internal listener: the admin API, `/metrics`, `/readyz`,
+/// `/healthz`.
+pub fn internal_routes(state: AppState, max_body_bytes: usize) -> Router {
+    let routes = Router::new()
+        .merge(catalog::admin_router(max_body_bytes))
+        .merge(inventory::admin_router(max_body_bytes))
+        .merge(flash::admin_router(max_body_bytes))
+        .merge(modes::admin_router(max_body_bytes))
+        .merge(notify_me::admin_router())
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics_text))
+        .route("/metrics", get(metrics_text));
+    finish(routes, state)
+}
+
+/// What both listeners share: problem answers for unknown routes and
+/// methods, request metrics, panics caught.
+fn finish(routes: Router<AppState>, state: AppState) -> Router {
+    routes
         .fallback(problem::not_found)
         .method_not_allowed_fallback(problem::method_not_allowed)
         .layer(metrics::HttpMetricsLayer::new(state.0.metrics.clone()))

@@ -15,8 +15,12 @@ use serde::{Deserialize, Serialize};
 pub struct OriginConfig {
     /// The region this origin serves (`X-Served-By-Region`, metrics).
     pub region: String,
-    /// Where to listen; port 0 picks a free port (tests).
+    /// Where shoppers' requests arrive (through the edges); port 0 picks a
+    /// free port (tests).
     pub listen: SocketAddr,
+    /// The internal listener: the admin API, `/metrics`, `/readyz`. Never
+    /// behind the public edge; reachable by operators and Prometheus.
+    pub internal_listen: SocketAddr,
     pub database: DatabaseConfig,
     /// The regional Redis (L2 cache, invalidation channel). Optional: without
     /// it the origin runs on L1 and the database alone.
@@ -346,6 +350,36 @@ pub struct AdminToken {
     /// Who holds the token (audit logs name it; never the token itself).
     pub name: String,
     pub token: String,
+    /// What the token may do (default: everything). A `purge` token
+    /// cannot change a mode or a product.
+    #[serde(default = "AdminScope::all")]
+    pub scopes: Vec<AdminScope>,
+}
+
+/// What an admin token may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AdminScope {
+    /// Products, stock and flash sales.
+    Catalog,
+    /// Operating modes and feature switches, notify-me lists.
+    Ops,
+    /// Cache purges (the edges' admin API).
+    Purge,
+}
+
+impl AdminScope {
+    pub fn all() -> Vec<AdminScope> {
+        vec![AdminScope::Catalog, AdminScope::Ops, AdminScope::Purge]
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AdminScope::Catalog => "catalog",
+            AdminScope::Ops => "ops",
+            AdminScope::Purge => "purge",
+        }
+    }
 }
 
 impl std::fmt::Debug for AdminToken {
@@ -353,6 +387,7 @@ impl std::fmt::Debug for AdminToken {
         f.debug_struct("AdminToken")
             .field("name", &self.name)
             .field("token", &"<redacted>")
+            .field("scopes", &self.scopes)
             .finish()
     }
 }
@@ -495,6 +530,12 @@ impl OriginConfig {
         if self.region.is_empty() {
             return invalid("region", "must not be empty");
         }
+        if self.internal_listen == self.listen && self.listen.port() != 0 {
+            return invalid(
+                "internal_listen",
+                "must differ from `listen`: the admin API is never on the public listener",
+            );
+        }
         if !self.database.primary_url.starts_with("postgres://")
             && !self.database.primary_url.starts_with("postgresql://")
         {
@@ -550,6 +591,12 @@ impl OriginConfig {
             }
             if token.name.is_empty() {
                 return invalid("admin_tokens.name", "must not be empty");
+            }
+            if token.scopes.is_empty() {
+                return invalid(
+                    "admin_tokens.scopes",
+                    "a token needs at least one scope (catalog, ops, purge)",
+                );
             }
         }
         if self.max_body_bytes < 1024 {

@@ -11,9 +11,9 @@ use meridian_edge::config::{
 };
 
 use meridian_origin::config::{
-    AdminToken, CacheConfig, CartConfig, CheckoutConfig, DatabaseConfig, InventoryConfig,
-    ModesConfig, OrderShardConfig, OrdersConfig, OriginConfig, PaymentsConfig, PspConfig,
-    ReplicaConfig, Secret, ShoppersConfig,
+    AdminScope, AdminToken, CacheConfig, CartConfig, CheckoutConfig, DatabaseConfig,
+    InventoryConfig, ModesConfig, OrderShardConfig, OrdersConfig, OriginConfig, PaymentsConfig,
+    PspConfig, ReplicaConfig, Secret, ShoppersConfig,
 };
 use meridian_topology::{Region, Topology};
 
@@ -47,6 +47,8 @@ pub fn origin_config(
     OriginConfig {
         region: region.name.clone(),
         listen,
+        // A free port by default; `meridian up` sets the topology's.
+        internal_listen: SocketAddr::new(listen.ip(), 0),
         database: DatabaseConfig {
             primary_url: stack.primary_url(),
             replicas,
@@ -60,6 +62,7 @@ pub fn origin_config(
         admin_tokens: vec![AdminToken {
             name: LOCAL_ADMIN.to_string(),
             token: secrets.admin_token.clone(),
+            scopes: AdminScope::all(),
         }],
         max_body_bytes: 64 * 1024,
         // A local stack is for development: show which tier answered.

@@ -40,8 +40,11 @@ pub struct PspEndpoint {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RegionEndpoints {
-    /// Base URL of the region's origin.
+    /// Base URL of the region's origin (shopper routes).
     pub origin: String,
+    /// Base URL of the origin's internal listener: the admin API,
+    /// `/metrics`, `/readyz` (what the ops commands use).
+    pub origin_internal: String,
     /// Base URL of the region's edge (plain HTTP).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub edge: Option<String>,

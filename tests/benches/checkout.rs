@@ -246,6 +246,7 @@ async fn run() {
     }
     let app = Application::build(config.clone()).await.unwrap();
     let origin = format!("http://{}", app.local_addr());
+    let admin = format!("http://{}", app.internal_addr());
     let stop = CancellationToken::new();
     let serving = {
         let stop = stop.clone();
@@ -485,6 +486,7 @@ async fn run() {
         let bench = FlashBench {
             client: &client,
             origin: &origin,
+            admin: &admin,
             primary: &primary,
             dir: stack.root(),
             sku: &flash_sku,
@@ -508,6 +510,8 @@ async fn run() {
 struct FlashBench<'a> {
     client: &'a reqwest::Client,
     origin: &'a str,
+    /// The internal listener (admin API).
+    admin: &'a str,
     primary: &'a str,
     dir: &'a std::path::Path,
     sku: &'a str,
@@ -547,7 +551,7 @@ impl FlashBench<'_> {
     ) {
         let sale: Value = self
             .client
-            .post(format!("{}/v1/admin/flash-sales", self.origin))
+            .post(format!("{}/v1/admin/flash-sales", self.admin))
             .bearer_auth(ADMIN)
             .json(&json!({ "sku": self.sku, "quantity": quantity, "per_user_limit": per_user_limit, "duration": "1h" }))
             .send()
@@ -581,7 +585,7 @@ impl FlashBench<'_> {
                 let figures = parse_wrk(&String::from_utf8_lossy(&output.stdout));
                 let report: Value = self
                     .client
-                    .get(format!("{}/v1/admin/flash-sales/{sale_id}", self.origin))
+                    .get(format!("{}/v1/admin/flash-sales/{sale_id}", self.admin))
                     .bearer_auth(ADMIN)
                     .send()
                     .await

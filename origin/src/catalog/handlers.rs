@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use super::model::{CurrencyCode, ProductId, ProductInput, ProductView, parse_slug};
 use super::pricing::FxTable;
 use super::{CatalogState, cursor, store};
-use crate::auth::AdminUser;
+use crate::auth::{Admin, Catalog};
 use crate::cache::{CacheEntry, Loaded, Tier, etag_of, header_value};
 use crate::db::{DbRouter, Lsn, ReadDb};
 use crate::problem::{ApiError, ApiJson, ApiPath, ApiQuery};
@@ -460,7 +460,7 @@ async fn read_back(
 #[tracing::instrument(skip_all, fields(admin = %admin.name))]
 pub async fn create_product(
     State(state): State<CatalogState>,
-    admin: AdminUser,
+    admin: Admin<Catalog>,
     ApiJson(input): ApiJson<ProductInput>,
 ) -> Result<Response, ApiError> {
     let product = input.validate()?;
@@ -493,7 +493,7 @@ pub async fn create_product(
 #[tracing::instrument(skip_all, fields(admin = %admin.name, id = %raw_id))]
 pub async fn update_product(
     State(state): State<CatalogState>,
-    admin: AdminUser,
+    admin: Admin<Catalog>,
     ApiPath(raw_id): ApiPath<String>,
     ApiJson(input): ApiJson<ProductInput>,
 ) -> Result<Response, ApiError> {

@@ -91,14 +91,18 @@ impl CacheHeaders {
 
 /// The catalog routes; only the admin routes take a body, so only they
 /// carry the body limit (the read path stays free of it).
-pub fn router(max_body_bytes: usize) -> Router<AppState> {
-    let admin = Router::new()
-        .route("/v1/admin/products", post(handlers::create_product))
-        .route("/v1/admin/products/{id}", put(handlers::update_product))
-        .layer(DefaultBodyLimit::max(max_body_bytes));
+/// Shopper routes (the public listener).
+pub fn router() -> Router<AppState> {
     Router::new()
         .route("/v1/products", get(handlers::list_products))
         .route("/v1/products/{id}", get(handlers::get_product))
         .route("/v1/categories", get(handlers::list_categories))
-        .merge(admin)
+}
+
+/// Admin routes (the internal listener).
+pub fn admin_router(max_body_bytes: usize) -> Router<AppState> {
+    Router::new()
+        .route("/v1/admin/products", post(handlers::create_product))
+        .route("/v1/admin/products/{id}", put(handlers::update_product))
+        .layer(DefaultBodyLimit::max(max_body_bytes))
 }

@@ -11,7 +11,7 @@ use serde_json::json;
 use super::FlashState;
 use super::gate::{Claim, Opening};
 use super::store;
-use crate::auth::AdminUser;
+use crate::auth::{Admin, Catalog};
 use crate::catalog::model::Sku;
 use crate::catalog::store::sellables;
 use crate::identity::Shopper;
@@ -73,7 +73,7 @@ fn no_store(status: StatusCode, body: serde_json::Value) -> Response {
 /// Opens a sale of `quantity` units of `sku` in this origin's region.
 pub async fn create(
     State(state): State<FlashState>,
-    admin: AdminUser,
+    admin: Admin<Catalog>,
     ApiJson(input): ApiJson<NewSale>,
 ) -> Result<Response, ApiError> {
     let gate = state.gate()?;
@@ -290,7 +290,7 @@ pub async fn my_claims(
 /// still recorded, then the sale is closed (`state` in the report).
 pub async fn close(
     State(state): State<FlashState>,
-    admin: AdminUser,
+    admin: Admin<Catalog>,
     ApiPath(raw): ApiPath<String>,
 ) -> Result<Response, ApiError> {
     let id = sale_id(&raw)?;
@@ -315,7 +315,7 @@ pub async fn close(
 /// A sale's books: the ledger's counts beside the gate's counter.
 pub async fn report(
     State(state): State<FlashState>,
-    _admin: AdminUser,
+    _admin: Admin<Catalog>,
     ApiPath(raw): ApiPath<String>,
 ) -> Result<Response, ApiError> {
     let id = sale_id(&raw)?;

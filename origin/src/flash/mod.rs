@@ -62,12 +62,18 @@ impl std::ops::Deref for FlashState {
     }
 }
 
-pub fn router(max_body_bytes: usize) -> Router<AppState> {
+/// Shopper routes (the public listener).
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/flash-sales/{id}/claim", post(handlers::claim))
+        .route("/v1/flash-sales/{id}/claims", get(handlers::my_claims))
+}
+
+/// Admin routes (the internal listener).
+pub fn admin_router(max_body_bytes: usize) -> Router<AppState> {
     Router::new()
         .route("/v1/admin/flash-sales", post(handlers::create))
         .route("/v1/admin/flash-sales/{id}", get(handlers::report))
         .route("/v1/admin/flash-sales/{id}/close", post(handlers::close))
-        .route("/v1/flash-sales/{id}/claim", post(handlers::claim))
-        .route("/v1/flash-sales/{id}/claims", get(handlers::my_claims))
         .layer(DefaultBodyLimit::max(max_body_bytes))
 }

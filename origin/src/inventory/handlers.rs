@@ -8,7 +8,7 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 
 use super::InventoryState;
-use crate::auth::AdminUser;
+use crate::auth::{Admin, Catalog};
 use crate::catalog::handlers::LSN_HEADER;
 use crate::catalog::model::Sku;
 use crate::catalog::store;
@@ -91,7 +91,7 @@ pub struct StockView {
 #[tracing::instrument(skip(state, input), fields(admin = %admin.name))]
 pub async fn set_on_hand(
     State(state): State<InventoryState>,
-    admin: AdminUser,
+    admin: Admin<Catalog>,
     ApiPath(raw): ApiPath<String>,
     ApiJson(input): ApiJson<StockInput>,
 ) -> Result<Response, ApiError> {

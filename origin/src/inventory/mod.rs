@@ -54,11 +54,14 @@ impl std::ops::Deref for InventoryState {
     }
 }
 
-pub fn router(max_body_bytes: usize) -> Router<AppState> {
-    let admin = Router::new()
-        .route("/v1/admin/inventory/{sku}", put(handlers::set_on_hand))
-        .layer(DefaultBodyLimit::max(max_body_bytes));
+/// Shopper routes (the public listener).
+pub fn router() -> Router<AppState> {
+    Router::new().route("/v1/inventory/{sku}", get(handlers::availability))
+}
+
+/// Admin routes (the internal listener).
+pub fn admin_router(max_body_bytes: usize) -> Router<AppState> {
     Router::new()
-        .route("/v1/inventory/{sku}", get(handlers::availability))
-        .merge(admin)
+        .route("/v1/admin/inventory/{sku}", put(handlers::set_on_hand))
+        .layer(DefaultBodyLimit::max(max_body_bytes))
 }

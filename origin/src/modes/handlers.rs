@@ -25,7 +25,7 @@ use serde_json::{Value, json};
 
 use super::ModesState;
 use super::store::{self, Change, GLOBAL, StoreError};
-use crate::auth::AdminUser;
+use crate::auth::{Admin, Ops};
 use crate::problem::{ApiError, ApiJson, ApiPath};
 
 /// Longest accepted reason.
@@ -97,7 +97,7 @@ fn effective_view(table: &ModeTable, regions: &[String]) -> BTreeMap<String, Eff
 
 pub async fn list(
     State(state): State<ModesState>,
-    _admin: AdminUser,
+    _admin: Admin<Ops>,
 ) -> Result<Response, ApiError> {
     let table = load(&state).await?;
     Ok(private(json!({
@@ -109,7 +109,7 @@ pub async fn list(
 
 pub async fn show(
     State(state): State<ModesState>,
-    _admin: AdminUser,
+    _admin: Admin<Ops>,
     ApiPath(raw): ApiPath<String>,
 ) -> Result<Response, ApiError> {
     let scope = scope(&state, &raw)?;
@@ -187,7 +187,7 @@ fn change(scope: &str, input: &ChangeInput) -> Result<Change, ApiError> {
 
 pub async fn update(
     State(state): State<ModesState>,
-    admin: AdminUser,
+    admin: Admin<Ops>,
     ApiPath(raw): ApiPath<String>,
     ApiJson(input): ApiJson<ChangeInput>,
 ) -> Result<Response, ApiError> {
@@ -234,7 +234,7 @@ pub struct HistoryQuery {
 
 pub async fn history(
     State(state): State<ModesState>,
-    _admin: AdminUser,
+    _admin: Admin<Ops>,
     query: Result<Query<HistoryQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Query(query) = query.map_err(|e| ApiError::BadRequest(e.body_text()))?;

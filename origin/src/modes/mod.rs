@@ -59,9 +59,14 @@ impl std::ops::Deref for ModesState {
     }
 }
 
-pub fn router(max_body_bytes: usize) -> Router<AppState> {
+/// The applied setting, public: the region's edges poll it.
+pub fn router() -> Router<AppState> {
+    Router::new().route("/v1/modes", get(handlers::applied))
+}
+
+/// Admin routes (the internal listener).
+pub fn admin_router(max_body_bytes: usize) -> Router<AppState> {
     Router::new()
-        .route("/v1/modes", get(handlers::applied))
         .route("/v1/admin/modes", get(handlers::list))
         .route("/v1/admin/modes/history", get(handlers::history))
         .route(

@@ -9,7 +9,7 @@ use serde::Deserialize;
 
 use super::NotifyState;
 use super::store::{Contact, NotifyStore};
-use crate::auth::AdminUser;
+use crate::auth::{Admin, Ops};
 use crate::catalog::model::Sku;
 use crate::catalog::store::sellables;
 use crate::identity::Shopper;
@@ -123,7 +123,7 @@ pub async fn request(
 /// first.
 pub async fn list(
     State(state): State<NotifyState>,
-    _admin: AdminUser,
+    _admin: Admin<Ops>,
     ApiPath(raw): ApiPath<String>,
 ) -> Result<Response, ApiError> {
     let sku = Sku::parse(&raw)?;

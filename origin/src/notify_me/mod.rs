@@ -43,9 +43,14 @@ impl std::ops::Deref for NotifyState {
     }
 }
 
+/// Shopper routes (the public listener).
 pub fn router(max_body_bytes: usize) -> Router<AppState> {
     Router::new()
         .route("/v1/notify-me", post(handlers::request))
-        .route("/v1/admin/notify-me/{sku}", get(handlers::list))
         .layer(DefaultBodyLimit::max(max_body_bytes))
+}
+
+/// Admin routes (the internal listener).
+pub fn admin_router() -> Router<AppState> {
+    Router::new().route("/v1/admin/notify-me/{sku}", get(handlers::list))
 }

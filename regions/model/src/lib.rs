@@ -316,6 +316,7 @@ impl Topology {
         for region in self.regions.values_mut() {
             let spec = &mut region.spec;
             spec.origin.listen.port = 0;
+            spec.origin.internal.port = 0;
             spec.edge.listen.port = 0;
             spec.edge.admin.port = 0;
             spec.edge.tls.port = 0;

@@ -49,8 +49,10 @@ impl std::fmt::Display for Endpoint {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OriginSection {
-    /// Where this region's origin listens.
+    /// Where this region's origin listens for shoppers (through edges).
     pub listen: Endpoint,
+    /// The origin's internal listener: admin API, metrics, readiness.
+    pub internal: Endpoint,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -245,6 +247,7 @@ impl RegionFile {
     pub fn fixed_endpoints(&self) -> Vec<(String, Endpoint)> {
         let mut out = vec![
             ("origin.listen".to_string(), self.origin.listen.clone()),
+            ("origin.internal".to_string(), self.origin.internal.clone()),
             ("edge.listen".to_string(), self.edge.listen.clone()),
             ("edge.admin".to_string(), self.edge.admin.clone()),
             ("edge.tls".to_string(), self.edge.tls.clone()),

@@ -62,6 +62,13 @@ struct ServiceProcess {
     process: ManagedProcess,
 }
 
+/// One region's origin: its process and its internal listener.
+struct OriginProcess {
+    service: ServiceProcess,
+    /// The internal listener (admin API, metrics, readiness).
+    internal_url: String,
+}
+
 /// One region's edge: its process and its public addresses.
 struct EdgeProcess {
     service: ServiceProcess,
@@ -166,7 +173,12 @@ pub async fn run(args: UpArgs) -> Result<(), CliError> {
             &region.origin.listen,
             &format!("{}: origin.listen", region.name),
         )?;
-        let config = origin_config(&stack, region, addr, &secrets, &psp_configs);
+        let internal = resolve(
+            &region.origin.internal,
+            &format!("{}: origin.internal", region.name),
+        )?;
+        let mut config = origin_config(&stack, region, addr, &secrets, &psp_configs);
+        config.internal_listen = internal;
         let config_path = base.join(format!("origin-{}.toml", region.name));
         let text = toml::to_string(&config)
             .map_err(|e| CliError::Other(format!("cannot write origin config: {e}")))?;
@@ -181,23 +193,26 @@ pub async fn run(args: UpArgs) -> Result<(), CliError> {
             &log,
             Signal::SIGTERM,
         )?;
-        origins.push(ServiceProcess {
-            region: region.name.clone(),
-            url: format!("http://{addr}"),
-            ready_url: format!("http://{addr}/readyz"),
-            process,
+        origins.push(OriginProcess {
+            service: ServiceProcess {
+                region: region.name.clone(),
+                url: format!("http://{addr}"),
+                ready_url: format!("http://{internal}/readyz"),
+                process,
+            },
+            internal_url: format!("http://{internal}"),
         });
     }
     for origin in &mut origins {
-        wait_ready(origin, "origin").await?;
+        wait_ready(&mut origin.service, "origin").await?;
     }
 
     let origin_addrs: BTreeMap<String, SocketAddr> = origins
         .iter()
         .filter_map(|o| {
             Some((
-                o.region.clone(),
-                o.url.strip_prefix("http://")?.parse().ok()?,
+                o.service.region.clone(),
+                o.service.url.strip_prefix("http://")?.parse().ok()?,
             ))
         })
         .collect();
@@ -284,7 +299,7 @@ pub async fn run(args: UpArgs) -> Result<(), CliError> {
         edge.service.process.stop();
     }
     for origin in &mut origins {
-        origin.process.stop();
+        origin.service.process.stop();
     }
     drop(stack);
     let _ = std::fs::remove_file(&args.stack_file);
@@ -366,13 +381,17 @@ async fn wait_ready(service: &mut ServiceProcess, kind: &str) -> Result<(), CliE
 fn describe(
     stack: &LocalStack,
     topology: &meridian_topology::Topology,
-    origins: &[ServiceProcess],
+    origins: &[OriginProcess],
     edges: &[EdgeProcess],
     admin_token: &str,
     data_dir: &Path,
 ) -> StackFile {
     let mut regions = BTreeMap::new();
-    for origin in origins {
+    for OriginProcess {
+        service: origin,
+        internal_url,
+    } in origins
+    {
         let Some(servers) = stack.region(&origin.region) else {
             continue;
         };
@@ -414,6 +433,7 @@ fn describe(
             origin.region.clone(),
             RegionEndpoints {
                 origin: origin.url.clone(),
+                origin_internal: internal_url.clone(),
                 edge: edge.map(|e| e.service.url.clone()),
                 edge_admin: edge.map(|e| e.admin_url.clone()),
                 edge_tls: edge.map(|e| e.tls_url.clone()),

@@ -235,9 +235,15 @@ async fn bad_input_gets_problem_json_4xx() {
     let mut failures = Vec::new();
     for case in cases.drain(..) {
         let method = reqwest::Method::from_bytes(case.method.as_bytes()).expect("method");
+        // Admin routes live on the internal listener.
+        let base = if case.path.starts_with("/v1/admin") {
+            &origin.admin
+        } else {
+            &origin.url
+        };
         let mut request = origin
             .client
-            .request(method, format!("{}{}", origin.url, case.path));
+            .request(method, format!("{base}{}", case.path));
         if let Some(token) = case.token {
             request = request.bearer_auth(token);
         }
@@ -287,6 +293,30 @@ async fn bad_input_gets_problem_json_4xx() {
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+
+    // The public listener serves shopper routes only: the admin API,
+    // metrics and readiness are on the internal listener, which in turn
+    // serves no shopper route.
+    for (method, path) in [
+        (reqwest::Method::GET, "/metrics"),
+        (reqwest::Method::GET, "/readyz"),
+        (reqwest::Method::GET, "/v1/admin/modes"),
+        (reqwest::Method::PUT, "/v1/admin/products/1"),
+        (reqwest::Method::POST, "/v1/admin/flash-sales"),
+    ] {
+        let response = origin
+            .client
+            .request(method.clone(), format!("{}{path}", origin.url))
+            .bearer_auth(TOKEN)
+            .json(&serde_json::json!({}))
+            .send()
+            .await
+            .expect("sent");
+        assert_eq!(response.status(), 404, "public {method} {path}");
+    }
+    assert_eq!(origin.internal("/v1/products/1").await.status(), 404);
+    assert_eq!(origin.internal("/readyz").await.status(), 200);
+    assert_eq!(origin.get("/healthz").await.status(), 200);
 
     // Nothing was written by any of those requests.
     let mut primary = stack.primary_conn().await;

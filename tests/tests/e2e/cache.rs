@@ -126,7 +126,7 @@ async fn reads_survive_redis_dying_and_the_cache_recovers() {
         let response = origin.get(&format!("/v1/products/{id}")).await;
         assert_eq!(response.status(), 200, "product {id} with Redis dead");
     }
-    assert_eq!(origin.get("/readyz").await.status(), 200);
+    assert_eq!(origin.internal("/readyz").await.status(), 200);
     assert_eq!(
         origin.metric("meridian_cache_l2_available", &[]).await,
         0.0,

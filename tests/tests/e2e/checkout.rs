@@ -61,7 +61,7 @@ pub async fn shop_stack(products: u64) -> TestStack {
 pub async fn set_stock(origin: &TestOrigin, sku: &str, on_hand: i64) {
     let response = origin
         .client
-        .put(format!("{}/v1/admin/inventory/{sku}", origin.url))
+        .put(format!("{}/v1/admin/inventory/{sku}", origin.admin))
         .bearer_auth(TOKEN)
         .json(&json!({ "on_hand": on_hand }))
         .send()
@@ -601,7 +601,7 @@ async fn bad_write_requests_get_problem_json_and_change_nothing() {
             "flash sale without a token",
             origin
                 .client
-                .post(url("/v1/admin/flash-sales"))
+                .post(format!("{}/v1/admin/flash-sales", origin.admin))
                 .json(&json!({ "sku": sku, "quantity": 1 })),
             401,
         ),
@@ -609,7 +609,7 @@ async fn bad_write_requests_get_problem_json_and_change_nothing() {
             "flash sale of zero units",
             origin
                 .client
-                .post(url("/v1/admin/flash-sales"))
+                .post(format!("{}/v1/admin/flash-sales", origin.admin))
                 .bearer_auth(TOKEN)
                 .json(&json!({ "sku": sku, "quantity": 0 })),
             422,

@@ -23,13 +23,20 @@ const STEPS: [(&str, &str); 6] = [
 /// `meridian origin` as a child process, optionally with a failpoint.
 struct OriginProcess {
     url: String,
+    admin: String,
     process: meridian_regions::launcher::process::ManagedProcess,
 }
 
 impl OriginProcess {
-    async fn start(stack: &TestStack, port: u16, failpoint: Option<&str>, n: usize) -> Self {
+    async fn start(
+        stack: &TestStack,
+        (port, internal): (u16, u16),
+        failpoint: Option<&str>,
+        n: usize,
+    ) -> Self {
         let mut config = stack.origin_config(HOME);
         config.listen = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+        config.internal_listen = std::net::SocketAddr::from(([127, 0, 0, 1], internal));
         config.checkout.recover_after = Duration::from_millis(300);
         config.checkout.recovery_interval = Duration::from_millis(100);
         let path = stack.stack.root().join(format!("origin-crash-{n}.toml"));
@@ -47,16 +54,21 @@ impl OriginProcess {
         )
         .unwrap();
         let url = format!("http://127.0.0.1:{port}");
+        let admin = format!("http://127.0.0.1:{internal}");
         let client = reqwest::Client::new();
         eventually("the origin is ready", Duration::from_secs(20), || async {
             client
-                .get(format!("{url}/readyz"))
+                .get(format!("{admin}/readyz"))
                 .send()
                 .await
                 .is_ok_and(|r| r.status().is_success())
         })
         .await;
-        OriginProcess { url, process }
+        OriginProcess {
+            url,
+            admin,
+            process,
+        }
     }
 }
 
@@ -64,14 +76,17 @@ impl OriginProcess {
 async fn an_origin_killed_at_any_saga_step_resumes_or_compensates_on_restart() {
     let stack = shop_stack(10).await;
     let sku = stack.sellable_skus(1).await[0].0.clone();
-    let port = meridian_regions::launcher::free_port().unwrap();
+    let ports = (
+        meridian_regions::launcher::free_port().unwrap(),
+        meridian_regions::launcher::free_port().unwrap(),
+    );
     let admin = stack.origin(HOME).await;
     set_stock(&admin, &sku, 100).await;
 
     for (n, (step, expected)) in STEPS.iter().enumerate() {
         let user = format!("crash-{n}");
-        let mut crashing = OriginProcess::start(&stack, port, Some(step), 2 * n).await;
-        let origin = TestOrigin::external(&crashing.url);
+        let mut crashing = OriginProcess::start(&stack, ports, Some(step), 2 * n).await;
+        let origin = TestOrigin::external(&crashing.url, &crashing.admin);
         let shopper = Shopper::new(&origin, &user);
         shopper.add(&sku, 2).await;
         let died = origin
@@ -93,7 +108,7 @@ async fn an_origin_killed_at_any_saga_step_resumes_or_compensates_on_restart() {
         .await;
 
         // Restarted without the failpoint: the recovery worker settles it.
-        let _restarted = OriginProcess::start(&stack, port, None, 2 * n + 1).await;
+        let _restarted = OriginProcess::start(&stack, ports, None, 2 * n + 1).await;
         eventually(
             &format!("{step}: the order settles"),
             Duration::from_secs(15),

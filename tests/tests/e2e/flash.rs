@@ -27,7 +27,7 @@ async fn claim(origin: &TestOrigin, shopper: &Shopper<'_>, sale: i64) -> StatusC
 async fn report(origin: &TestOrigin, sale: i64) -> Value {
     origin
         .client
-        .get(format!("{}/v1/admin/flash-sales/{sale}", origin.url))
+        .get(format!("{}/v1/admin/flash-sales/{sale}", origin.admin))
         .bearer_auth(TOKEN)
         .send()
         .await
@@ -45,7 +45,7 @@ async fn five_thousand_claims_for_a_hundred_units_sell_exactly_a_hundred() {
     set_stock(&origin, &sku, 100).await;
     let created = origin
         .client
-        .post(format!("{}/v1/admin/flash-sales", origin.url))
+        .post(format!("{}/v1/admin/flash-sales", origin.admin))
         .bearer_auth(TOKEN)
         .json(&json!({ "sku": sku, "quantity": 100, "price_minor": 100, "hold": "10m" }))
         .send()
@@ -177,7 +177,7 @@ async fn open_sale(origin: &TestOrigin, sku: &str, body: Value) -> i64 {
     body["sku"] = json!(sku);
     let created = origin
         .client
-        .post(format!("{}/v1/admin/flash-sales", origin.url))
+        .post(format!("{}/v1/admin/flash-sales", origin.admin))
         .bearer_auth(TOKEN)
         .json(&body)
         .send()
@@ -328,7 +328,10 @@ async fn sales_end_on_time_close_early_on_demand_and_their_books_reconcile() {
     assert_eq!(claim(&origin, &fans[0], early).await, StatusCode::ACCEPTED);
     let closing = origin
         .client
-        .post(format!("{}/v1/admin/flash-sales/{early}/close", origin.url))
+        .post(format!(
+            "{}/v1/admin/flash-sales/{early}/close",
+            origin.admin
+        ))
         .bearer_auth(TOKEN)
         .send()
         .await
@@ -348,14 +351,20 @@ async fn sales_end_on_time_close_early_on_demand_and_their_books_reconcile() {
     // Without a token, no close; an unknown sale is a 404.
     let anonymous = origin
         .client
-        .post(format!("{}/v1/admin/flash-sales/{early}/close", origin.url))
+        .post(format!(
+            "{}/v1/admin/flash-sales/{early}/close",
+            origin.admin
+        ))
         .send()
         .await
         .unwrap();
     assert_eq!(anonymous.status(), 401);
     let unknown = origin
         .client
-        .post(format!("{}/v1/admin/flash-sales/999999/close", origin.url))
+        .post(format!(
+            "{}/v1/admin/flash-sales/999999/close",
+            origin.admin
+        ))
         .bearer_auth(TOKEN)
         .send()
         .await

@@ -154,7 +154,10 @@ impl TestStack {
 
 /// One origin running in this process.
 pub struct TestOrigin {
+    /// The public listener (shopper routes).
     pub url: String,
+    /// The internal listener (admin API, `/metrics`, `/readyz`).
+    pub admin: String,
     pub client: reqwest::Client,
     stop: CancellationToken,
     handle: Option<JoinHandle<()>>,
@@ -164,6 +167,7 @@ impl TestOrigin {
     pub async fn start(config: OriginConfig) -> TestOrigin {
         let app = Application::build(config).await.expect("origin builds");
         let url = format!("http://{}", app.local_addr());
+        let admin = format!("http://{}", app.internal_addr());
         let stop = CancellationToken::new();
         let signal = stop.clone();
         let handle = tokio::spawn(async move {
@@ -173,6 +177,7 @@ impl TestOrigin {
         });
         let origin = TestOrigin {
             url,
+            admin,
             client: reqwest::Client::new(),
             stop,
             handle: Some(handle),
@@ -189,10 +194,12 @@ impl TestOrigin {
         origin
     }
 
-    /// An origin running elsewhere (another process), reached at `url`.
-    pub fn external(url: &str) -> TestOrigin {
+    /// An origin running elsewhere (another process), reached at `url`
+    /// (public) and `admin` (internal).
+    pub fn external(url: &str, admin: &str) -> TestOrigin {
         TestOrigin {
             url: url.to_string(),
+            admin: admin.to_string(),
             client: reqwest::Client::new(),
             stop: CancellationToken::new(),
             handle: None,
@@ -207,9 +214,18 @@ impl TestOrigin {
             .expect("request sent")
     }
 
+    /// A GET on the internal listener (`/readyz`, `/metrics`, admin reads).
+    pub async fn internal(&self, path: &str) -> reqwest::Response {
+        self.client
+            .get(format!("{}{path}", self.admin))
+            .send()
+            .await
+            .expect("request sent")
+    }
+
     pub async fn put_product(&self, id: i64, body: &serde_json::Value) -> reqwest::Response {
         self.client
-            .put(format!("{}/v1/admin/products/{id}", self.url))
+            .put(format!("{}/v1/admin/products/{id}", self.admin))
             .bearer_auth(TOKEN)
             .json(body)
             .send()
@@ -221,7 +237,11 @@ impl TestOrigin {
     pub async fn wait_for(&self, what: &str, timeout: Duration, check: impl Fn(&str) -> bool) {
         let deadline = Instant::now() + timeout;
         loop {
-            if let Ok(response) = self.client.get(format!("{}/readyz", self.url)).send().await
+            if let Ok(response) = self
+                .client
+                .get(format!("{}/readyz", self.admin))
+                .send()
+                .await
                 && let Ok(body) = response.text().await
                 && check(&body)
             {
@@ -234,7 +254,12 @@ impl TestOrigin {
 
     /// Sum of a metric over the series whose labels include all of `labels`.
     pub async fn metric(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
-        let text = self.get("/metrics").await.text().await.expect("metrics");
+        let text = self
+            .internal("/metrics")
+            .await
+            .text()
+            .await
+            .expect("metrics");
         metric_sum(&text, name, labels)
     }
 

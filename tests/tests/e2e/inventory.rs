@@ -210,7 +210,7 @@ async fn availability_and_the_admin_stock_api() {
     let put = |body: serde_json::Value, token: Option<&'static str>| {
         let mut request = origin
             .client
-            .put(format!("{}/v1/admin/inventory/{sku}", origin.url))
+            .put(format!("{}/v1/admin/inventory/{sku}", origin.admin))
             .json(&body);
         if let Some(token) = token {
             request = request.bearer_auth(token);
@@ -292,7 +292,7 @@ async fn availability_and_the_admin_stock_api() {
     assert_eq!(stack.stock(sku).await, (3, 3, 0));
     let unknown = origin
         .client
-        .put(format!("{}/v1/admin/inventory/NO-SUCH-SKU", origin.url))
+        .put(format!("{}/v1/admin/inventory/NO-SUCH-SKU", origin.admin))
         .bearer_auth(TOKEN)
         .json(&json!({ "on_hand": 1 }))
         .send()

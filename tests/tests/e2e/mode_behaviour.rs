@@ -143,8 +143,8 @@ async fn a_mode_flip_reaches_every_edge_and_origin_and_survives_restarts() {
     .await;
     let client = reqwest::Client::new();
     let processes = vec![
-        ("origin us-east", east.url.clone()),
-        ("origin eu-west", west.url.clone()),
+        ("origin us-east", east.admin.clone()),
+        ("origin eu-west", west.admin.clone()),
         ("edge us-east", east_edge.admin.clone()),
         ("edge eu-west", west_edge.admin.clone()),
     ];
@@ -215,7 +215,7 @@ async fn a_mode_flip_reaches_every_edge_and_origin_and_survives_restarts() {
     let since = Instant::now();
     put_mode(
         &client,
-        &east.url,
+        &east.admin,
         "global",
         json!({ "mode": "degraded", "reason": "propagation test" }),
     )
@@ -295,13 +295,13 @@ async fn a_mode_flip_reaches_every_edge_and_origin_and_survives_restarts() {
     let since = Instant::now();
     put_mode(
         &client,
-        &east.url,
+        &east.admin,
         WEST,
         json!({ "mode": "read-only", "reason": "drill with Redis down" }),
     )
     .await;
     let processes_west = vec![
-        ("origin eu-west", west.url.clone()),
+        ("origin eu-west", west.admin.clone()),
         ("edge eu-west", west_edge.admin.clone()),
     ];
     until_all_apply(
@@ -341,7 +341,7 @@ async fn a_mode_flip_reaches_every_edge_and_origin_and_survives_restarts() {
     let since = Instant::now();
     put_mode(
         &client,
-        &east.url,
+        &east.admin,
         WEST,
         json!({ "mode": null, "reason": "drill over" }),
     )
@@ -575,7 +575,7 @@ async fn each_mode_behaves_as_promised_through_the_edge() {
     // say so; the copy cached under `normal` was purged by the change.
     switch_and_wait(
         &client,
-        &origin.url,
+        &origin.admin,
         "global",
         json!({ "mode": "degraded", "reason": "behaviour test" }),
         &edge.admin,
@@ -617,7 +617,7 @@ async fn each_mode_behaves_as_promised_through_the_edge() {
     // An explicit switch beats the mode's default.
     put_mode(
         &client,
-        &origin.url,
+        &origin.admin,
         HOME,
         json!({ "features": { "reviews": true }, "reason": "reviews are fine" }),
     )
@@ -639,10 +639,10 @@ async fn each_mode_behaves_as_promised_through_the_edge() {
     // takes the shopper's interest instead, once per contact.
     switch_and_wait(
         &client,
-        &origin.url,
+        &origin.admin,
         "global",
         json!({ "mode": "read-only", "reason": "behaviour test" }),
-        &origin.url,
+        &origin.admin,
         "read-only",
     )
     .await;
@@ -772,7 +772,7 @@ async fn each_mode_behaves_as_promised_through_the_edge() {
         );
     }
     let stored: Value = client
-        .get(format!("{}/v1/admin/notify-me/{sku}", origin.url))
+        .get(format!("{}/v1/admin/notify-me/{sku}", origin.admin))
         .bearer_auth(TOKEN)
         .send()
         .await
@@ -791,7 +791,7 @@ async fn each_mode_behaves_as_promised_through_the_edge() {
     assert!(contacts.contains(&"user:reader-1"), "{contacts:?}");
     assert_eq!(
         client
-            .get(format!("{}/v1/admin/notify-me/{sku}", origin.url))
+            .get(format!("{}/v1/admin/notify-me/{sku}", origin.admin))
             .send()
             .await
             .unwrap()
@@ -803,7 +803,7 @@ async fn each_mode_behaves_as_promised_through_the_edge() {
     // Retry-After; health and admin still pass, so ops can switch back.
     switch_and_wait(
         &client,
-        &origin.url,
+        &origin.admin,
         "global",
         json!({ "mode": "maintenance", "reason": "behaviour test" }),
         &edge.admin,
@@ -811,7 +811,7 @@ async fn each_mode_behaves_as_promised_through_the_edge() {
     )
     .await;
     let origin_requests = || async {
-        let text = origin.get("/metrics").await.text().await.unwrap();
+        let text = origin.internal("/metrics").await.text().await.unwrap();
         crate::helpers::metric_sum(
             &text,
             "meridian_http_requests_total",
@@ -907,7 +907,7 @@ async fn each_mode_behaves_as_promised_through_the_edge() {
     );
     switch_and_wait(
         &client,
-        &origin.url,
+        &origin.admin,
         "global",
         json!({ "mode": "normal", "reason": "maintenance over" }),
         &edge.admin,
@@ -965,8 +965,8 @@ async fn the_ops_commands_drive_every_region() {
     ))
     .await;
     let endpoints = [
-        format!("--origin=us-east={}", east.url),
-        format!("--origin=eu-west={}", west.url),
+        format!("--origin=us-east={}", east.admin),
+        format!("--origin=eu-west={}", west.admin),
         format!("--edge-admin=us-east={}", east_edge.admin),
         format!("--edge-admin=eu-west={}", west_edge.admin),
     ];

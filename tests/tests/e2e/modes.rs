@@ -6,12 +6,13 @@
 
 use std::time::{Duration, Instant};
 
-use meridian_origin::config::AdminToken;
+use meridian_origin::config::{AdminScope, AdminToken};
 use serde_json::{Value, json};
 
 use crate::helpers::{HOME, TOKEN, TestOrigin, TestStack};
 
 const OPS_TOKEN: &str = "ops-bob-token-0123456789abcdef";
+const PURGE_TOKEN: &str = "purge-only-token-0123456789";
 
 async fn put(
     origin: &TestOrigin,
@@ -21,7 +22,7 @@ async fn put(
 ) -> reqwest::Response {
     let mut request = origin
         .client
-        .put(format!("{}/v1/admin/modes/{region}", origin.url))
+        .put(format!("{}/v1/admin/modes/{region}", origin.admin))
         .json(&body);
     if let Some(token) = token {
         request = request.bearer_auth(token);
@@ -32,7 +33,7 @@ async fn put(
 async fn get(origin: &TestOrigin, path: &str) -> Value {
     let response = origin
         .client
-        .get(format!("{}{path}", origin.url))
+        .get(format!("{}{path}", origin.admin))
         .bearer_auth(TOKEN)
         .send()
         .await
@@ -49,6 +50,12 @@ async fn mode_changes_are_authorized_recorded_and_inherited() {
     config.admin_tokens.push(AdminToken {
         name: "ops-bob".into(),
         token: OPS_TOKEN.into(),
+        scopes: vec![AdminScope::Ops],
+    });
+    config.admin_tokens.push(AdminToken {
+        name: "cdn-purger".into(),
+        token: PURGE_TOKEN.into(),
+        scopes: vec![AdminScope::Purge],
     });
     let origin = TestOrigin::start(config).await;
 
@@ -76,6 +83,26 @@ async fn mode_changes_are_authorized_recorded_and_inherited() {
         .status(),
         403
     );
+    // A token without the `ops` scope (a purge token) changes no mode,
+    // and an ops token changes no product: 403 insufficient-scope.
+    let refused = put(&origin, Some(PURGE_TOKEN), HOME, change.clone()).await;
+    assert_eq!(refused.status(), 403);
+    let problem: Value = refused.json().await.expect("problem");
+    assert_eq!(problem["required_scope"], "ops", "{problem}");
+    let product = origin
+        .client
+        .put(format!("{}/v1/admin/products/1", origin.admin))
+        .bearer_auth(OPS_TOKEN)
+        .json(&crate::helpers::product_body(
+            "P0000001",
+            "Renamed by ops",
+            "shoes",
+            100,
+        ))
+        .send()
+        .await
+        .expect("put product");
+    assert_eq!(product.status(), 403);
     let history = get(&origin, "/v1/admin/modes/history").await;
     assert_eq!(history["changes"], json!([]));
 
@@ -212,7 +239,12 @@ async fn mode_changes_are_authorized_recorded_and_inherited() {
 
 /// The mode as an origin's `/readyz` reports it.
 async fn applied(origin: &TestOrigin) -> Value {
-    let body: Value = origin.get("/readyz").await.json().await.expect("readyz");
+    let body: Value = origin
+        .internal("/readyz")
+        .await
+        .json()
+        .await
+        .expect("readyz");
     body["modes"].clone()
 }
 
@@ -279,7 +311,12 @@ async fn a_mode_change_reaches_origins_in_every_region_and_survives_restarts() {
     assert_eq!(applied(&east).await["mode"], "degraded");
 
     // Metrics say what each process applies.
-    let metrics = west.get("/metrics").await.text().await.expect("metrics");
+    let metrics = west
+        .internal("/metrics")
+        .await
+        .text()
+        .await
+        .expect("metrics");
     assert!(
         metrics.contains(r#"meridian_mode{mode="read-only",region="eu-west"} 1"#),
         "{metrics}"
@@ -312,7 +349,7 @@ async fn a_mode_change_reaches_origins_in_every_region_and_survives_restarts() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let metrics = restarted.get("/metrics").await.text().await.unwrap();
+    let metrics = restarted.internal("/metrics").await.text().await.unwrap();
     assert!(metrics.contains(r#"meridian_modes_stale{region="eu-west"} 1"#));
     sqlx::query("alter table mode_settings_away rename to mode_settings")
         .execute(&mut conn)

@@ -1,5 +1,6 @@
-//! Where the ops commands send requests: every region's origin and edge
-//! admin port, and the admin token — read from the local stack file unless
+//! Where the ops commands send requests: every region's origin internal
+//! listener (admin API, `/readyz`, `/metrics`) and edge admin port, and
+//! the admin token — read from the local stack file unless
 //! given with flags (`--origin us-east=http://…` repeated, likewise
 //! `--edge-admin`; `--token` or `MERIDIAN_ADMIN_TOKEN`).
 
@@ -16,7 +17,8 @@ pub struct TargetArgs {
     /// The local stack file (used unless `--origin` is given).
     #[arg(long, default_value = DEFAULT_PATH, global = true)]
     pub stack_file: PathBuf,
-    /// A region's origin, `REGION=URL`; repeat for every region.
+    /// A region's origin internal listener (admin API, `/readyz`,
+    /// `/metrics`), `REGION=URL`; repeat for every region.
     #[arg(long = "origin", value_name = "REGION=URL", global = true)]
     pub origins: Vec<String>,
     /// A region's edge admin API, `REGION=URL`; repeat for every region.
@@ -71,7 +73,7 @@ impl TargetArgs {
                     (
                         name.clone(),
                         RegionTargets {
-                            origin: Some(r.origin.trim_end_matches('/').to_string()),
+                            origin: Some(r.origin_internal.trim_end_matches('/').to_string()),
                             edge_admin: r.edge_admin.clone(),
                         },
                     )
