@@ -98,6 +98,8 @@ pub struct RequestCtx {
     room: Option<String>,
     /// An admission to hand the client with the origin's response.
     set_cookie: Option<String>,
+    /// The signed-in shopper's user id (personal routes only).
+    user: Option<String>,
 }
 
 /// A response the edge gives by itself instead of proxying.
@@ -164,6 +166,9 @@ impl EdgeProxy {
             Shopper::SignedIn(claims) => Some(claims.sub.as_str()),
             _ => None,
         };
+        if ctx.route.personal() {
+            ctx.user = user.map(str::to_string);
+        }
         let refusal = self
             .rate_limits
             .check(ctx.route, client_ip, user, throttled);
@@ -228,7 +233,8 @@ impl EdgeProxy {
         let request = session.req_header();
         let path = ctx.path_and_query.split('?').next().unwrap_or_default();
         let name = room_of(&request.method, path)?;
-        let verdict = room.enter(request, &name).await;
+        let user = ctx.user.as_deref().unwrap_or_default();
+        let verdict = room.enter(request, &name, user).await;
         self.metrics
             .waiting_room
             .with_label_values(&[verdict.label()])
@@ -278,6 +284,21 @@ impl EdgeProxy {
                     "www-authenticate",
                     "Bearer error=\"invalid_token\"".to_string(),
                 )]));
+            }
+            // Checkout and flash claims need a shopper: an anonymous one is
+            // refused here, before taking a waiting-room admission or the
+            // region's checkout budget.
+            Shopper::Anonymous
+                if self.identity.is_some()
+                    && ctx.route == RouteClass::Checkout
+                    && request.method == http::Method::POST =>
+            {
+                return Err(LocalAnswer::new(
+                    401,
+                    "Sign-in required",
+                    "checkout and flash-sale claims need a signed-in shopper (a bearer token)",
+                )
+                .with_headers([("www-authenticate", "Bearer".to_string())]));
             }
             Shopper::Anonymous => {}
         }
@@ -399,6 +420,7 @@ impl ProxyHttp for EdgeProxy {
             routing: routing::Attempt::default(),
             room: None,
             set_cookie: None,
+            user: None,
         }
     }
 

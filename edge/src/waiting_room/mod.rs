@@ -143,9 +143,11 @@ impl WaitingRoom {
     }
 
     /// Decides for a request to `room`.
-    pub async fn enter(&self, request: &RequestHeader, room: &str) -> Verdict {
+    /// Lets `user` (a signed-in shopper: anonymous checkouts never get
+    /// here) into `room`, or queues them.
+    pub async fn enter(&self, request: &RequestHeader, room: &str, user: &str) -> Verdict {
         let now_ms = now_ms();
-        let ticket = match cookie(request, COOKIE).map(|v| self.signer.read(v, now_ms)) {
+        let ticket = match cookie(request, COOKIE).map(|v| self.signer.read(v, now_ms, user)) {
             None => 0,
             Some(Ok(Pass::Session { room: of, .. })) if of == room => {
                 return Verdict::Pass { set_cookie: None };
@@ -158,6 +160,11 @@ impl WaitingRoom {
                     detail: "the waiting-room cookie is not one of ours",
                 };
             }
+            Some(Err(Invalid::NotYours)) => {
+                return Verdict::Refused {
+                    detail: "this waiting-room cookie was issued to another shopper",
+                };
+            }
         };
         let Some(store) = &self.store else {
             return Verdict::Pass { set_cookie: None };
@@ -166,7 +173,7 @@ impl WaitingRoom {
         match store.enter(room, self.limits(), ticket, &session).await {
             Ok(Entry::Admitted { now_ms }) => {
                 let expires = now_ms + self.config.session_duration.as_millis() as u64;
-                let value = self.signer.session(room, &session, expires);
+                let value = self.signer.session(room, &session, expires, user);
                 Verdict::Pass {
                     set_cookie: Some(self.set_cookie(&value, self.config.session_duration)),
                 }
@@ -176,7 +183,7 @@ impl WaitingRoom {
                 position,
                 now_ms,
             }) => {
-                let value = self.signer.ticket(room, ticket, now_ms);
+                let value = self.signer.ticket(room, ticket, now_ms, user);
                 Verdict::Queued {
                     position,
                     retry_after: self.retry_after(position),

@@ -19,13 +19,18 @@ use fred::prelude::{Config, ReconnectPolicy};
 use fred::types::Builder;
 
 /// KEYS: next, admitted, active, rate, soldout. ARGV: active_users,
-/// per_minute, session_ms, grace_ms, ticket (0: none), session id.
+/// per_minute, session_ms, grace_ms, ticket (0: none), session id, idle
+/// expiry ms (every key of a room nobody enters lapses after it).
 /// Returns {outcome, ticket, position, now_ms}: 1 admitted, 2 queued,
 /// 3 sold out, 4 ticket unknown or already used.
 const ENTER: &str = r#"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 if redis.call('EXISTS', KEYS[5]) == 1 then return {3, 0, 0, now} end
+local function done(r)
+  for i = 1, 4 do redis.call('PEXPIRE', KEYS[i], ARGV[7]) end
+  return r
+end
 local active_users = tonumber(ARGV[1])
 local per_minute = tonumber(ARGV[2])
 redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now)
@@ -47,19 +52,22 @@ if ticket == 0 then
   if admitted >= next and room() then
     redis.call('ZADD', KEYS[3], now + tonumber(ARGV[3]), session)
     redis.call('ZADD', KEYS[4], now, session)
-    return {1, 0, 0, now}
+    return done({1, 0, 0, now})
   end
   next = redis.call('INCR', KEYS[1])
-  return {2, next, next - admitted, now}
+  return done({2, next, next - admitted, now})
 end
-if ticket > next then return {4, 0, 0, now} end
-if ticket > admitted then return {2, ticket, ticket - admitted, now} end
+if ticket > next then return done({4, 0, 0, now}) end
+if ticket > admitted then return done({2, ticket, ticket - admitted, now}) end
 if redis.call('ZREM', KEYS[3], 't:' .. ticket) == 1 then
   redis.call('ZADD', KEYS[3], now + tonumber(ARGV[3]), session)
-  return {1, 0, 0, now}
+  return done({1, 0, 0, now})
 end
-return {4, 0, 0, now}
+return done({4, 0, 0, now})
 "#;
+
+/// A room's keys lapse after this long without anyone entering it.
+pub const IDLE_EXPIRY: Duration = Duration::from_secs(24 * 3600);
 
 /// What the room decided.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -129,6 +137,7 @@ impl RoomStore {
             limits.grace.as_millis().to_string(),
             ticket.to_string(),
             session.to_string(),
+            IDLE_EXPIRY.as_millis().to_string(),
         ];
         if !self.client.is_connected() {
             return Err(fred::error::Error::new(

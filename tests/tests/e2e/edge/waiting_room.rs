@@ -166,3 +166,101 @@ async fn the_waiting_room_keeps_to_its_rate_and_stops_queueing_at_sell_out() {
     // The checkout room is not sold out.
     assert_eq!(post(&b, "/v1/checkout", None).await.0, 200);
 }
+
+/// Issue 13: an anonymous checkout takes neither an admission nor the
+/// region's checkout budget (401 at the edge), an admission works only for
+/// the shopper it was issued to, and the room's keys in Redis expire.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admissions_belong_to_their_shopper_and_anonymous_checkouts_take_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let redis = redis(dir.path());
+    let upstream = TestUpstream::start("us-east").await;
+    let mut config = edge_config("us-east", vec![region("us-east", upstream.addr, 0)]);
+    config.redis_url = Some(redis.url());
+    config.waiting_room = Some(room_config(1, 1000, Duration::from_secs(30)));
+    config.identity = Some(meridian_edge::config::IdentityConfig {
+        hs256_secret: Some(crate::helpers::JWT_SECRET.into()),
+        es256_public_key: None,
+        cookie: "meridian_session".into(),
+    });
+    config.limits.checkout_budget = Some(meridian_edge::config::BudgetConfig {
+        per_second: 100,
+        burst: 100,
+        fallback_per_second: 100,
+        key: "meridian:budget:anonymous-test".into(),
+        timeout: Duration::from_millis(200),
+    });
+    let edge = TestEdge::start(config).await;
+    let send = |token: Option<String>, cookie: Option<String>, path: &'static str| {
+        let mut request = edge.client.post(format!("{}{path}", edge.url)).body("{}");
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(cookie) = cookie {
+            request = request.header("cookie", cookie);
+        }
+        async move {
+            let response = request.send().await.expect("post");
+            let status = response.status().as_u16();
+            let cookie = response
+                .headers()
+                .get("set-cookie")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.split(';').next())
+                .map(str::to_string);
+            (status, cookie)
+        }
+    };
+    let budget_taken = || edge.metric("meridian_edge_checkout_budget_total", &[]);
+    let room_entries = || edge.metric("meridian_edge_waiting_room_total", &[]);
+
+    // Anonymous: 401 for checkout and claims, nothing taken.
+    for path in ["/v1/checkout", "/v1/flash-sales/3/claim"] {
+        assert_eq!(send(None, None, path).await.0, 401, "{path}");
+    }
+    assert_eq!(budget_taken().await, 0.0);
+    assert_eq!(room_entries().await, 0.0);
+
+    // u1 is admitted (the room holds one) and keeps its admission.
+    let u1 = crate::helpers::shopper_token("u1", "us-east");
+    let u2 = crate::helpers::shopper_token("u2", "us-east");
+    let (status, admission) = send(Some(u1.clone()), None, "/v1/checkout").await;
+    assert_eq!(status, 200);
+    let admission = admission.expect("an admission cookie");
+    assert_eq!(
+        send(Some(u1.clone()), Some(admission.clone()), "/v1/checkout")
+            .await
+            .0,
+        200
+    );
+    // u2 presenting u1's admission is refused, not let in.
+    assert_eq!(
+        send(Some(u2.clone()), Some(admission.clone()), "/v1/checkout")
+            .await
+            .0,
+        403
+    );
+    // u2 alone queues behind u1 (the room is full).
+    assert_eq!(send(Some(u2), None, "/v1/checkout").await.0, 429);
+
+    // Every key of the room expires.
+    for key in ["next", "admitted", "active", "rate"] {
+        let ttl = std::process::Command::new("redis-cli")
+            .args(["-p", &redis.port().to_string(), "-a", redis.password()])
+            .args([
+                "--no-auth-warning",
+                "pttl",
+                &format!("meridian:wr:v1:checkout:{key}"),
+            ])
+            .output()
+            .expect("redis-cli");
+        let ttl: i64 = String::from_utf8_lossy(&ttl.stdout)
+            .trim()
+            .parse()
+            .unwrap_or(-3);
+        assert!(
+            ttl > 0 && ttl <= meridian_edge::waiting_room::store::IDLE_EXPIRY.as_millis() as i64,
+            "{key}: pttl {ttl}"
+        );
+    }
+}
