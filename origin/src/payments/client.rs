@@ -190,13 +190,15 @@ async fn failure(response: reqwest::Response) -> PspError {
     let message = response.text().await.unwrap_or_default();
     let message: String = message.chars().take(300).collect();
     match status {
-        // 503: nothing was done. 409 for a key still in flight: the first
-        // request is running; asking again later is safe.
+        // 503: nothing was done.
         StatusCode::SERVICE_UNAVAILABLE | StatusCode::TOO_MANY_REQUESTS => {
             PspError::Refused(format!("{status}: {message}"))
         }
+        // 409 for a key still in flight: an earlier request under this key
+        // is running there and may yet take the payment — an unknown
+        // outcome, never a reason to pay elsewhere.
         StatusCode::CONFLICT if message.contains("idempotency_key_in_use") => {
-            PspError::Refused(format!("{status}: {message}"))
+            PspError::Unknown(format!("{status}: {message}"))
         }
         status if status.is_server_error() => PspError::Unknown(format!("{status}: {message}")),
         status => PspError::Rejected {

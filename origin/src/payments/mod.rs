@@ -6,11 +6,14 @@
 //!   behind a circuit breaker (`failsafe`: opens after consecutive
 //!   failures, lets one call through after a pause). A refused request is
 //!   retried with exponential backoff and jitter (`backon`); an unknown
-//!   outcome is resolved by looking the payment up by its idempotency key,
-//!   never by asking to charge again; when a provider's breaker is open or
-//!   it keeps refusing, the next provider is used. A provider whose
-//!   outcome stayed unknown is reported, so a stray authorization there can
-//!   be found and voided later.
+//!   outcome (a timeout, a 5xx, a key still in flight) is resolved by
+//!   looking the payment up by its idempotency key, never by asking to
+//!   charge again; when a provider's breaker is open or it keeps refusing
+//!   (nothing done), the next provider is used. An outcome the look-up
+//!   cannot settle stops the search: no other provider is asked to take a
+//!   payment that may still land at the first. The provider is reported,
+//!   the order waits for the recovery worker, and a stray authorization
+//!   there is found and voided later.
 //!
 //! Invariant: a payment is attempted at most once per idempotency key and
 //! per provider; keys are derived from the order id, so a retry, a resumed
@@ -233,11 +236,13 @@ impl Payments {
                             Some(Authorized::Declined(intent))
                         }
                         Ok(Some(intent)) => Some(Authorized::Authorized(intent)),
-                        // Never created: nothing was done there.
-                        Ok(None) => None,
-                        Err(_) => {
+                        // Not there (yet), or not askable: the request may
+                        // still land. The outcome stays unknown — recorded
+                        // and reconciled by the recovery worker — and no
+                        // other provider is asked to take the payment.
+                        Ok(None) | Err(_) => {
                             unknown.push(provider.name.clone());
-                            None
+                            return Authorization::Unavailable { unknown };
                         }
                     }
                 }

@@ -639,3 +639,61 @@ async fn bad_write_requests_get_problem_json_and_change_nothing() {
     assert!(orders_by_state(&stack).await.is_empty());
     assert!(stack.psp("primary").ledger().await.is_empty());
 }
+
+/// Issue 13: a provider that times out while a request under the key may
+/// still land there (its look-up finds nothing yet) leaves the outcome
+/// unknown: the fallback provider is never asked to take the payment; the
+/// recovery worker settles the order, and a retry with the same key gets
+/// that one settlement. At most one charge, never at two providers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_payment_that_may_still_land_is_never_taken_by_the_fallback() {
+    let stack = shop_stack(10).await;
+    let mut config = stack.origin_config(HOME);
+    let payments = config.payments.as_mut().unwrap();
+    payments.request_timeout = Duration::from_millis(300);
+    payments.retries = 0;
+    config.checkout.recover_after = Duration::from_millis(2500);
+    config.checkout.recovery_interval = Duration::from_millis(100);
+    config.checkout.duplicate_wait = Duration::from_millis(200);
+    let origin = TestOrigin::start(config).await;
+    let sku = stack.sellable_skus(1).await[0].0.clone();
+    set_stock(&origin, &sku, 10).await;
+    // The primary takes 1.5 s to authorize: far past the origin's 300 ms.
+    stack
+        .psp("primary")
+        .faults(json!({ "latency_ms": 1500 }))
+        .await;
+    let shopper = Shopper::new(&origin, "in-flight");
+    shopper.add(&sku, 1).await;
+    let first = shopper.checkout("k-in-flight", &json!({})).await;
+    assert_eq!(first.status(), 503, "{}", first.text().await.unwrap());
+    assert!(
+        stack.psp("fallback").ledger().await.is_empty(),
+        "the fallback was never asked"
+    );
+    stack.psp("primary").faults(json!({})).await;
+
+    // The recovery worker settles it; the same key then replays that.
+    let settled = std::sync::atomic::AtomicU16::new(0);
+    eventually("the order is settled", Duration::from_secs(20), || async {
+        let again = shopper.checkout("k-in-flight", &json!({})).await;
+        let status = again.status().as_u16();
+        let replayed = again.headers().contains_key("idempotent-replayed");
+        settled.store(status, std::sync::atomic::Ordering::Relaxed);
+        replayed && (status == 201 || status == 503)
+    })
+    .await;
+    let settled = settled.into_inner();
+    let primary = stack.psp("primary").ledger().await;
+    assert!(stack.psp("fallback").ledger().await.is_empty());
+    assert!(count(&primary, "captured") <= 1, "{primary:?}");
+    match settled {
+        // The delayed authorization landed: captured there, once.
+        201 => assert_eq!(count(&primary, "captured"), 1, "{primary:?}"),
+        // It never landed: cancelled, nothing charged, stock back.
+        _ => {
+            assert_eq!(count(&primary, "captured"), 0, "{primary:?}");
+            assert_eq!(stack.stock(&sku).await.1, 0);
+        }
+    }
+}
