@@ -194,7 +194,7 @@ impl Application {
         let shards = config
             .orders
             .as_ref()
-            .map(|orders| ShardRouter::new(orders, &config.region, config.database.acquire_timeout))
+            .map(|orders| ShardRouter::new(orders, &config.region, &config.database))
             .transpose()?;
         let shoppers = ShopperAuth::new(&config.shoppers, &config.region, config.carts.ttl)?;
         let carts = match &config.redis_url {

@@ -109,6 +109,22 @@ pub struct PaymentsConfig {
     pub breaker_open_for: Duration,
 }
 
+impl PaymentsConfig {
+    /// The longest a checkout's payment steps can take: every provider
+    /// tried with all its retries, one look-up, then the capture — each
+    /// operation `(retries + 1)` requests of `request_timeout` plus the
+    /// backoff between them.
+    pub fn worst_case(&self) -> Duration {
+        let attempts = u32::try_from(self.retries + 1).unwrap_or(u32::MAX);
+        let backoff: Duration = (0..self.retries)
+            .map(|i| (self.backoff * 2u32.saturating_pow(i as u32)).min(self.backoff * 16))
+            .sum();
+        let operation = self.request_timeout.saturating_mul(attempts) + backoff;
+        let operations = u32::try_from(self.providers.len() + 2).unwrap_or(u32::MAX);
+        operation.saturating_mul(operations)
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PspConfig {
@@ -133,6 +149,13 @@ pub struct CheckoutConfig {
     /// How often the recovery worker looks.
     #[serde(with = "humantime_serde", default = "defaults::recovery_interval")]
     pub recovery_interval: Duration,
+    /// Longest `POST /v1/checkout` keeps the shopper waiting: past it the
+    /// answer is `202 Accepted` with the order's `Location` (or `503` when
+    /// no order was written), while the checkout finishes in the
+    /// background. Keep it below the edges' upstream read timeout (5 s by
+    /// default), so no client sees a 504 for an order that completes.
+    #[serde(with = "humantime_serde", default = "defaults::checkout_deadline")]
+    pub deadline: Duration,
 }
 
 impl Default for CheckoutConfig {
@@ -141,6 +164,7 @@ impl Default for CheckoutConfig {
             duplicate_wait: defaults::duplicate_wait(),
             recover_after: defaults::recover_after(),
             recovery_interval: defaults::recovery_interval(),
+            deadline: defaults::checkout_deadline(),
         }
     }
 }
@@ -291,6 +315,30 @@ pub struct DatabaseConfig {
     /// How long to wait for a connection before failing over.
     #[serde(with = "humantime_serde", default = "defaults::acquire_timeout")]
     pub acquire_timeout: Duration,
+    /// Longest one statement may run (PostgreSQL `statement_timeout`, on
+    /// every pool, the order shards' too).
+    #[serde(with = "humantime_serde", default = "defaults::statement_timeout")]
+    pub statement_timeout: Duration,
+    /// Longest a statement waits for a row lock (`lock_timeout`): one
+    /// stuck lock cannot stall every checkout.
+    #[serde(with = "humantime_serde", default = "defaults::lock_timeout")]
+    pub lock_timeout: Duration,
+}
+
+impl DatabaseConfig {
+    /// The session settings every pool's connections start with.
+    pub fn session_timeouts(&self) -> [(&'static str, String); 2] {
+        [
+            (
+                "statement_timeout",
+                format!("{}ms", self.statement_timeout.as_millis()),
+            ),
+            (
+                "lock_timeout",
+                format!("{}ms", self.lock_timeout.as_millis()),
+            ),
+        ]
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -471,6 +519,15 @@ mod defaults {
     }
     pub fn duplicate_wait() -> Duration {
         Duration::from_secs(10)
+    }
+    pub fn checkout_deadline() -> Duration {
+        Duration::from_secs(4)
+    }
+    pub fn statement_timeout() -> Duration {
+        Duration::from_secs(5)
+    }
+    pub fn lock_timeout() -> Duration {
+        Duration::from_secs(2)
     }
     pub fn recover_after() -> Duration {
         Duration::from_secs(30)
@@ -699,6 +756,70 @@ impl OriginConfig {
         if self.checkout.recovery_interval.is_zero() {
             return invalid("checkout.recovery_interval", "must be greater than zero");
         }
+        if self.checkout.deadline < Duration::from_millis(100) {
+            return invalid("checkout.deadline", "must be at least 100ms");
+        }
+        if self.database.statement_timeout.is_zero() || self.database.lock_timeout.is_zero() {
+            return invalid(
+                "database.statement_timeout",
+                "statement and lock timeouts must be greater than zero",
+            );
+        }
+        // A saga still talking to a provider must never look abandoned:
+        // its worst case stays below the recovery worker's patience.
+        if let Some(payments) = &self.payments {
+            let worst = payments.worst_case();
+            if worst >= self.checkout.recover_after {
+                return invalid(
+                    "checkout.recover_after",
+                    &format!(
+                        "must exceed the payments' worst case ({worst:?}: {} providers × (retries + 1) × request_timeout plus backoff, a look-up and the capture); raise it or lower payments.request_timeout/retries",
+                        payments.providers.len()
+                    ),
+                );
+            }
+        }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn payments(request_timeout_ms: u64, retries: usize, providers: usize) -> PaymentsConfig {
+        PaymentsConfig {
+            providers: (0..providers)
+                .map(|i| PspConfig {
+                    name: format!("p{i}"),
+                    url: format!("http://127.0.0.1:{}", 9000 + i),
+                })
+                .collect(),
+            request_timeout: Duration::from_millis(request_timeout_ms),
+            retries,
+            backoff: Duration::from_millis(20),
+            breaker_failures: 5,
+            breaker_open_for: Duration::from_secs(5),
+        }
+    }
+
+    #[test]
+    fn the_payments_worst_case_counts_every_provider_retry_look_up_and_capture() {
+        // Two providers, no retries: authorize at each, one look-up, one
+        // capture — four requests.
+        assert_eq!(payments(100, 0, 2).worst_case(), Duration::from_millis(400));
+        // Retries multiply the requests and add the backoff (20 + 40 ms).
+        assert_eq!(
+            payments(100, 2, 2).worst_case(),
+            Duration::from_millis((300 + 60) * 4)
+        );
+        // The defaults stay below the default recovery patience.
+        let defaults = PaymentsConfig {
+            request_timeout: defaults::psp_timeout(),
+            retries: defaults::psp_retries(),
+            backoff: defaults::psp_backoff(),
+            ..payments(0, 0, 2)
+        };
+        assert!(defaults.worst_case() < defaults::recover_after());
     }
 }

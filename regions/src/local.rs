@@ -56,6 +56,8 @@ pub fn origin_config(
             lag_probe_interval: std::time::Duration::from_millis(50),
             pool_size: 16,
             acquire_timeout: std::time::Duration::from_secs(2),
+            statement_timeout: std::time::Duration::from_secs(5),
+            lock_timeout: std::time::Duration::from_secs(2),
         },
         redis_url: servers.map(|s| s.redis.url()),
         cache: CacheConfig::default(),
@@ -278,5 +280,19 @@ pub fn edge_config(
             sold_out_for: std::time::Duration::from_secs(3600),
             redis_timeout: std::time::Duration::from_millis(250),
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// The local stack runs edges and origins on their defaults: an edge
+    /// waits for an origin's answer longer than a checkout may take, so a
+    /// shopper never gets a 504 for an order that completes (past its
+    /// deadline the origin answers 202 with the order's Location).
+    #[test]
+    fn edges_wait_longer_than_a_checkout_may_take() {
+        let edge = meridian_edge::config::HealthConfig::default().read_timeout;
+        let checkout = meridian_origin::config::CheckoutConfig::default().deadline;
+        assert!(edge > checkout, "edge {edge:?} vs checkout {checkout:?}");
     }
 }

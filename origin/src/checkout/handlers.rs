@@ -159,10 +159,8 @@ async fn earlier(
             return Ok(Some(replay(status, body)));
         }
         if Instant::now() >= deadline {
-            return Err(ApiError::Conflict(format!(
-                "a checkout with this Idempotency-Key is still in progress (order {}, {}); retry shortly",
-                found.id, found.state
-            )));
+            // Still running: the same order, not a new one.
+            return Ok(Some(accepted(&found.id, &found.state)));
         }
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
@@ -205,8 +203,84 @@ pub async fn checkout(
         ));
     }
     let hash = request_hash(&body);
+    state.saga()?;
+
+    // The checkout runs as its own task, so a client that gives up (or
+    // the deadline) never cuts a step in half; past `deadline` the
+    // shopper is told where the order stands instead of waiting.
+    let task = {
+        let (state, user, key, hash) = (state.clone(), user.clone(), key.clone(), hash.clone());
+        tokio::spawn(async move { place(&state, &user, &key, &hash, &request, started).await })
+    };
+    match tokio::time::timeout(state.config.deadline, task).await {
+        Ok(Ok(answer)) => answer,
+        Ok(Err(error)) => Err(ApiError::internal(error)),
+        Err(_) => past_deadline(&state, &user, &key).await,
+    }
+}
+
+/// The checkout's answer once its deadline passed while it still runs:
+/// the order as it stands (`202 Accepted`, `Location`: the same order a
+/// retry with the same key gets), or `503` + `Retry-After` when no order
+/// was written yet (nothing happened; retry with the same key).
+async fn past_deadline(
+    state: &CheckoutState,
+    user: &UserId,
+    key: &str,
+) -> Result<Response, ApiError> {
+    let (_, shards) = state.saga()?;
+    let shard = shards.for_user(user);
+    let found = tokio::time::timeout(
+        std::time::Duration::from_secs(1),
+        store::find_by_key(&shard.pool, user.as_str(), key),
+    )
+    .await;
+    match found {
+        Ok(Ok(Some(found))) => Ok(match found.response {
+            Some((status, body)) => replay(status, body),
+            None => accepted(&found.id, &found.state),
+        }),
+        _ => Err(ApiError::Unavailable(
+            "the checkout did not finish in time and nothing was written yet; retry with the same Idempotency-Key".into(),
+        )),
+    }
+}
+
+/// `202 Accepted` for an order still being placed.
+fn accepted(id: &str, order_state: &str) -> Response {
+    let mut response = answer(
+        StatusCode::ACCEPTED,
+        json!({
+            "id": id,
+            "state": order_state,
+            "status": "processing",
+            "detail": "the order is still being placed; follow Location, or retry with the same Idempotency-Key",
+        }),
+        false,
+    );
+    let headers = response.headers_mut();
+    if let Ok(location) = HeaderValue::from_str(&format!("/v1/orders/{id}")) {
+        headers.insert(header::LOCATION, location);
+    }
+    headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    response
+}
+
+/// Prices, claims the key with the order row and runs the saga.
+async fn place(
+    state: &CheckoutState,
+    user: &UserId,
+    key: &str,
+    hash: &str,
+    request: &CheckoutRequest,
+    started: Instant,
+) -> Result<Response, ApiError> {
+    let state = state.clone();
     let (saga, shards) = state.saga()?;
-    let shard = shards.for_user(&user);
+    let shard = shards.for_user(user);
+    let key = key.to_string();
+    let hash = hash.to_string();
+    let user = user.clone();
 
     // Most keys are new: price first and let the order row's insert claim
     // the key. Whatever stops before the insert (the cart was emptied by
@@ -214,7 +288,7 @@ pub async fn checkout(
     // a repeat always gets the first answer.
     let priced = match request.flash_sale {
         Some(sale) => flash_order(&state, sale, &user).await,
-        None => cart_order(&state, &user, &request).await,
+        None => cart_order(&state, &user, request).await,
     };
     let priced = match priced {
         Ok(priced) => priced,

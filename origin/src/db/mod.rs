@@ -149,6 +149,12 @@ impl DbRouter {
                 .map(|o| {
                     o.application_name(&format!("meridian-origin-{region}-{which}"))
                         .options(GENERIC_PLANS)
+                        .options(
+                            config
+                                .session_timeouts()
+                                .iter()
+                                .map(|(k, v)| (*k, v.as_str())),
+                        )
                 })
                 .map_err(|source| DbError::Url {
                     which: which.to_string(),

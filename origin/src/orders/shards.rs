@@ -8,14 +8,13 @@
 
 use std::str::FromStr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use meridian_topology::shard_map::ShardMap;
 use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
 use super::model::OrderId;
-use crate::config::OrdersConfig;
+use crate::config::{DatabaseConfig, OrdersConfig};
 use crate::db::DbError;
 use crate::identity::UserId;
 
@@ -44,11 +43,15 @@ struct Inner {
 }
 
 impl ShardRouter {
+    /// Pools per shard, with the catalog database's acquire, statement and
+    /// lock timeouts.
     pub fn new(
         config: &OrdersConfig,
         region: &str,
-        acquire_timeout: Duration,
+        database: &DatabaseConfig,
     ) -> Result<Self, DbError> {
+        let timeouts = database.session_timeouts();
+        let timeouts = timeouts.iter().map(|(k, v)| (*k, v.as_str()));
         let map = config.shard_map().map_err(|e| DbError::Url {
             which: "orders".into(),
             source: sqlx::Error::Configuration(Box::new(e)),
@@ -64,10 +67,11 @@ impl ShardRouter {
                     source,
                 })?
                 .application_name(&format!("meridian-origin-{region}-{name}"))
-                .options(crate::db::GENERIC_PLANS);
+                .options(crate::db::GENERIC_PLANS)
+                .options(timeouts.clone());
             let pool = PgPoolOptions::new()
                 .max_connections(config.pool_size)
-                .acquire_timeout(acquire_timeout)
+                .acquire_timeout(database.acquire_timeout)
                 .test_before_acquire(false)
                 .connect_lazy_with(options);
             shards.push(Shard {

@@ -37,7 +37,12 @@ impl OriginProcess {
         let mut config = stack.origin_config(HOME);
         config.listen = std::net::SocketAddr::from(([127, 0, 0, 1], port));
         config.internal_listen = std::net::SocketAddr::from(([127, 0, 0, 1], internal));
-        config.checkout.recover_after = Duration::from_millis(300);
+        // Recovery soon after a crash; the payments' worst case (checked
+        // at load) must stay below it.
+        config.checkout.recover_after = Duration::from_millis(1000);
+        let payments = config.payments.as_mut().expect("payments");
+        payments.request_timeout = Duration::from_millis(200);
+        payments.retries = 0;
         config.checkout.recovery_interval = Duration::from_millis(100);
         let path = stack.stack.root().join(format!("origin-crash-{n}.toml"));
         std::fs::write(&path, toml::to_string(&config).unwrap()).unwrap();

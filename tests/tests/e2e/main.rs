@@ -11,6 +11,7 @@ mod cache;
 mod cart;
 mod checkout;
 mod crash;
+mod deadlines;
 mod edge;
 mod flash;
 mod helpers;
