@@ -489,23 +489,105 @@ pub async fn create_product(
     )
 }
 
-/// `PUT /v1/admin/products/{id}`
+/// The version a write must find, from `If-Match` (the `ETag` of `GET
+/// /v1/products/{id}` in its own currency; `*`: any) and the body's
+/// `version`; `None`: unconditional.
+async fn expected_version(
+    state: &CatalogState,
+    id: i64,
+    if_match: Option<&HeaderValue>,
+    body_version: Option<i64>,
+) -> Result<Option<i64>, ApiError> {
+    let stale = |detail: String| {
+        ApiError::detailed(
+            StatusCode::PRECONDITION_FAILED,
+            "precondition-failed",
+            detail,
+            serde_json::Map::new(),
+        )
+    };
+    let Some(if_match) = if_match else {
+        return Ok(body_version);
+    };
+    let wanted = if_match
+        .to_str()
+        .map_err(|_| ApiError::BadRequest("`If-Match` is not ASCII".into()))?
+        .trim();
+    if wanted == "*" {
+        return Ok(body_version);
+    }
+    let (current, _) = state
+        .db
+        .read_primary()
+        .run(|conn| async move { store::product(&conn, id).await })
+        .await?;
+    let Some(current) = current else {
+        return Err(stale(format!("product {id} does not exist")));
+    };
+    let etag = etag_of(&to_bytes(&Some(&current))?);
+    let matches = wanted
+        .split(',')
+        .map(|candidate| candidate.trim().trim_start_matches("W/"))
+        .any(|candidate| candidate.as_bytes() == etag.as_bytes());
+    if !matches {
+        return Err(stale(format!(
+            "product {id} changed since that representation (it is at version {}); read it again",
+            current.version
+        )));
+    }
+    if body_version.is_some_and(|v| v != current.version) {
+        return Err(stale(format!(
+            "`version` {} is not the version `If-Match` names ({})",
+            body_version.unwrap_or_default(),
+            current.version
+        )));
+    }
+    Ok(Some(current.version))
+}
+
+/// `PUT /v1/admin/products/{id}`: accepts what `GET` returns; honours
+/// `If-Match` and the body's `version` (412 for a lost update).
 #[tracing::instrument(skip_all, fields(admin = %admin.name, id = %raw_id))]
 pub async fn update_product(
     State(state): State<CatalogState>,
     admin: Admin<Catalog>,
     ApiPath(raw_id): ApiPath<String>,
+    headers: HeaderMap,
     ApiJson(input): ApiJson<ProductInput>,
 ) -> Result<Response, ApiError> {
     let id = ProductId::parse(&raw_id)?.get();
+    if input.id.is_some_and(|given| given != id) {
+        return Err(ApiError::Unprocessable(format!(
+            "the body's `id` ({}) contradicts the path's ({id}); `id` is read-only",
+            input.id.unwrap_or_default()
+        )));
+    }
+    let body_version = input.version;
     let product = input.validate()?;
+    let expected =
+        expected_version(&state, id, headers.get(header::IF_MATCH), body_version).await?;
     let write = state.db.write();
     let mut tx = write.begin().await?;
-    let Some(previous_category) = store::update_product(&mut tx, id, &product)
+    let previous_category = match store::update_product(&mut tx, id, &product, expected)
         .await
         .map_err(write_error)?
-    else {
-        return Err(ApiError::NotFound(format!("product {id} does not exist")));
+    {
+        store::Updated::Written { previous_category } => previous_category,
+        store::Updated::Missing => {
+            return Err(ApiError::NotFound(format!("product {id} does not exist")));
+        }
+        store::Updated::Stale { current_version } => {
+            let mut extensions = serde_json::Map::new();
+            extensions.insert("current_version".into(), current_version.into());
+            return Err(ApiError::detailed(
+                StatusCode::PRECONDITION_FAILED,
+                "precondition-failed",
+                format!(
+                    "product {id} is at version {current_version}, not the one this write was based on; read it again"
+                ),
+                extensions,
+            ));
+        }
     };
     let mut keys = vec![
         format!("product:{id}"),

@@ -167,10 +167,23 @@ fn text(field: &str, raw: &str, max: usize, required: bool) -> Result<String, Ap
     Ok(value.to_string())
 }
 
-/// The admin API's product body, as sent.
+/// The admin API's product body, as sent. It takes what `GET
+/// /v1/products/{id}` returns: the read-only and derived fields (`id`,
+/// `version`, `updated_at`, `price.formatted`, `variants[].price`) are
+/// ignored when they agree with the write and refused when they
+/// contradict it; `version` is also a precondition (412 when stale).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProductInput {
+    /// Read-only: must be the path's id when given.
+    #[serde(default)]
+    pub id: Option<i64>,
+    /// The version the write is based on: a precondition when given.
+    #[serde(default)]
+    pub version: Option<i64>,
+    /// Read-only; ignored (the write sets it).
+    #[serde(default)]
+    pub updated_at: Option<chrono::DateTime<chrono::Utc>>,
     pub sku: String,
     pub name: String,
     pub brand: String,
@@ -187,6 +200,29 @@ pub struct ProductInput {
 pub struct PriceInput {
     pub amount_minor: i64,
     pub currency: String,
+    /// Derived: must read as `amount_minor` formatted in `currency`.
+    #[serde(default)]
+    pub formatted: Option<String>,
+}
+
+impl PriceInput {
+    /// The money this price names; `formatted`, when given, must agree.
+    fn money(&self, field: &str) -> Result<Money, ApiError> {
+        let currency = CurrencyCode::parse(&self.currency)?;
+        let money = Money::new(self.amount_minor, currency)?;
+        if let Some(formatted) = &self.formatted
+            && *formatted != money.formatted()
+        {
+            return Err(ApiError::Unprocessable(format!(
+                "{field}.formatted `{}` contradicts {} {} (it reads `{}`); it is derived — leave it out or send it as read",
+                formatted.chars().take(40).collect::<String>(),
+                self.amount_minor,
+                currency.code(),
+                money.formatted()
+            )));
+        }
+        Ok(money)
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -200,6 +236,11 @@ pub struct VariantInput {
     /// Overrides the product price for this variant (same currency).
     #[serde(default)]
     pub price_minor: Option<i64>,
+    /// The variant's price as `GET` shows it (the product's unless
+    /// overridden): agrees with `price_minor` when both are given; alone,
+    /// a price other than the product's is the override.
+    #[serde(default)]
+    pub price: Option<PriceInput>,
 }
 
 /// A product body that passed validation.
@@ -224,8 +265,8 @@ pub struct NewVariant {
 
 impl ProductInput {
     pub fn validate(self) -> Result<NewProduct, ApiError> {
-        let currency = CurrencyCode::parse(&self.price.currency)?;
-        let price = Money::new(self.price.amount_minor, currency)?;
+        let price = self.price.money("price")?;
+        let currency = price.currency;
         if self.variants.len() > MAX_VARIANTS {
             return Err(ApiError::Unprocessable(format!(
                 "a product has at most {MAX_VARIANTS} variants"
@@ -240,7 +281,32 @@ impl ProductInput {
                     sku.as_str()
                 )));
             }
-            if let Some(minor) = v.price_minor {
+            let shown = v
+                .price
+                .as_ref()
+                .map(|p| p.money(&format!("variants[{i}].price")))
+                .transpose()?;
+            if let Some(shown) = shown {
+                if shown.currency != currency {
+                    return Err(ApiError::Unprocessable(format!(
+                        "variants[{i}].price is in {}, the product in {}: a variant is priced in the product's currency",
+                        shown.currency.code(),
+                        currency.code()
+                    )));
+                }
+                if v.price_minor.is_some_and(|minor| minor != shown.minor) {
+                    return Err(ApiError::Unprocessable(format!(
+                        "variants[{i}].price ({}) contradicts variants[{i}].price_minor",
+                        shown.minor
+                    )));
+                }
+            }
+            // The override: given, or read off a shown price that is not
+            // the product's.
+            let price_minor = v
+                .price_minor
+                .or(shown.filter(|s| s.minor != price.minor).map(|s| s.minor));
+            if let Some(minor) = price_minor {
                 Money::new(minor, currency)?;
             }
             let color = v
@@ -255,7 +321,7 @@ impl ProductInput {
                 sku,
                 color,
                 size,
-                price_minor: v.price_minor,
+                price_minor,
             });
         }
         Ok(NewProduct {
@@ -348,5 +414,45 @@ mod tests {
         }
         assert!(Sku::parse("ab").is_err());
         assert!(Sku::parse("AB-12").is_ok());
+    }
+
+    fn input(variants: serde_json::Value) -> ProductInput {
+        serde_json::from_value(serde_json::json!({
+            "id": 7, "version": 3, "updated_at": "2026-12-01T00:00:00Z",
+            "sku": "P1", "name": "N", "brand": "B", "category": "shoes",
+            "price": { "amount_minor": 1000, "currency": "USD", "formatted": "10.00" },
+            "variants": variants,
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn shown_variant_prices_read_back_as_the_overrides_they_came_from() {
+        let product = input(serde_json::json!([
+            { "sku": "V1", "price": { "amount_minor": 1000, "currency": "USD", "formatted": "10.00" } },
+            { "sku": "V2", "price": { "amount_minor": 1200, "currency": "USD", "formatted": "12.00" } },
+            { "sku": "V3", "price_minor": 900, "price": { "amount_minor": 900, "currency": "USD" } },
+        ]))
+        .validate()
+        .unwrap();
+        let overrides: Vec<Option<i64>> = product.variants.iter().map(|v| v.price_minor).collect();
+        assert_eq!(overrides, [None, Some(1200), Some(900)]);
+        for (variants, field) in [
+            (
+                serde_json::json!([{ "sku": "V1", "price": { "amount_minor": 1000, "currency": "EUR" } }]),
+                "currency",
+            ),
+            (
+                serde_json::json!([{ "sku": "V1", "price_minor": 5, "price": { "amount_minor": 6, "currency": "USD" } }]),
+                "contradicts",
+            ),
+            (
+                serde_json::json!([{ "sku": "V1", "price": { "amount_minor": 1000, "currency": "USD", "formatted": "1.00" } }]),
+                "formatted",
+            ),
+        ] {
+            let refused = input(variants).validate().unwrap_err().to_string();
+            assert!(refused.contains(field), "{field}: {refused}");
+        }
     }
 }

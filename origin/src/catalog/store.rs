@@ -193,18 +193,43 @@ pub async fn insert_product(
 
 /// Replaces a product and its variants; returns the category it had before,
 /// or `None` if there is no such product.
+/// What an update found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Updated {
+    /// Written; the category the product had before.
+    Written {
+        previous_category: String,
+    },
+    Missing,
+    /// The product is at another version than the write was based on.
+    Stale {
+        current_version: i64,
+    },
+}
+
+/// Replaces product `id`, if it is at `expected_version` (when given; the
+/// row is locked, so the check and the write cannot be raced).
 pub async fn update_product(
     tx: &mut Transaction<'static, Postgres>,
     id: i64,
     product: &NewProduct,
-) -> Result<Option<String>, sqlx::Error> {
-    let previous =
-        sqlx::query_scalar!("select category from products where id = $1 for update", id)
-            .fetch_optional(&mut **tx)
-            .await?;
+    expected_version: Option<i64>,
+) -> Result<Updated, sqlx::Error> {
+    let previous = sqlx::query!(
+        "select category, version from products where id = $1 for update",
+        id
+    )
+    .fetch_optional(&mut **tx)
+    .await?;
     let Some(previous) = previous else {
-        return Ok(None);
+        return Ok(Updated::Missing);
     };
+    if expected_version.is_some_and(|v| v != previous.version) {
+        return Ok(Updated::Stale {
+            current_version: previous.version,
+        });
+    }
+    let previous = previous.category;
     sqlx::query!(
         r#"
         update products
@@ -227,7 +252,9 @@ pub async fn update_product(
         .execute(&mut **tx)
         .await?;
     insert_variants(tx, id, product).await?;
-    Ok(Some(previous))
+    Ok(Updated::Written {
+        previous_category: previous,
+    })
 }
 
 async fn insert_variants(

@@ -6,6 +6,7 @@
 // Test code: a failed expectation is a failed test.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
+mod admin_api;
 mod bad_input;
 mod cache;
 mod cart;
