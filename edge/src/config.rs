@@ -76,6 +76,11 @@ pub struct EdgeConfig {
     /// Most header fields accepted in one request.
     #[serde(default = "defaults::max_request_headers")]
     pub max_request_headers: usize,
+    /// Most connections one client address may hold open on the public
+    /// listeners at once; more are dropped as they arrive (0: no cap —
+    /// for an edge behind a proxy that concentrates clients).
+    #[serde(default = "defaults::max_connections_per_address")]
+    pub max_connections_per_address: u32,
     /// Seconds to keep serving in-flight requests on shutdown.
     #[serde(default = "defaults::grace_period")]
     pub grace_period_seconds: u64,
@@ -459,6 +464,9 @@ mod defaults {
     }
     pub fn max_request_headers() -> usize {
         100
+    }
+    pub fn max_connections_per_address() -> u32 {
+        512
     }
     pub fn write_buffer_bytes() -> usize {
         16 * 1024

@@ -10,6 +10,8 @@
 //! - [`cache`]: the bounded object storage, TinyUFO eviction, cache key,
 //!   cache policy and purge.
 //! - [`upstream`]: health-checked origin pools per region.
+//! - [`connection_cap`]: at most so many open connections per client
+//!   address on the public listeners.
 //! - [`geo`]: the client's region (trusted header, GeoIP database, default).
 //! - [`identity`]: shopper JWTs, for home-region routing.
 //! - [`rate_limiting`]: token buckets per route class, IP and user; the
@@ -32,6 +34,7 @@ pub mod admin;
 pub mod bots;
 pub mod cache;
 pub mod config;
+pub mod connection_cap;
 pub mod geo;
 pub mod identity;
 pub mod metrics;

@@ -113,6 +113,8 @@ pub struct EdgeMetrics {
     pub waiting_room: IntCounterVec,
     /// Requests answered by the maintenance page.
     pub maintenance_answers: prometheus::IntCounter,
+    /// Connections dropped at accept: their address held too many.
+    pub connections_refused: prometheus::IntCounter,
     cache_items: IntGauge,
     cache_bytes: IntGauge,
     cache_evictions: IntGauge,
@@ -277,6 +279,13 @@ impl EdgeMetrics {
                         "Waiting-room decisions on protected routes",
                     ),
                     &["result"],
+                )?,
+            ),
+            connections_refused: register(
+                &registry,
+                prometheus::IntCounter::new(
+                    "connections_refused_total",
+                    "Connections dropped at accept because their client address held too many",
                 )?,
             ),
             maintenance_answers: register(

@@ -13,6 +13,8 @@ use std::sync::atomic::AtomicBool;
 use pingora::apps::HttpServerOptions;
 use pingora::listeners::ListenerConfig;
 use pingora::listeners::tls::TlsSettings;
+
+use crate::connection_cap::ConnectionCap;
 use pingora::protocols::l4::stream::L4BufferSettings;
 use pingora::server::configuration::ServerConf;
 use pingora::server::{RunArgs, Server, ShutdownSignalWatch};
@@ -173,6 +175,16 @@ impl EdgeServer {
         };
         let mut service =
             pingora::proxy::http_proxy_service_with_name(&server.configuration, proxy, "edge");
+        if config.max_connections_per_address > 0 {
+            let ports = std::iter::once(config.listen.port())
+                .chain(config.tls.as_ref().map(|tls| tls.listen.port()))
+                .collect();
+            service.set_connection_filter(Arc::new(ConnectionCap::new(
+                config.max_connections_per_address,
+                ports,
+                metrics.clone(),
+            )));
+        }
         if let Some(app) = service.app_logic_mut() {
             let mut options = HttpServerOptions::default();
             options.h2c = true;

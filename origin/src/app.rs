@@ -34,6 +34,7 @@ use crate::notify_me::{self, NotifyContext, NotifyState, NotifyStore};
 use crate::orders::{self, OrdersContext, OrdersState, ShardRouter};
 use crate::payments::Payments;
 use crate::problem;
+use crate::serve;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -55,9 +56,10 @@ pub enum StartError {
     Identity(#[from] IdentityError),
     #[error(transparent)]
     Payments(#[from] crate::payments::PaymentsError),
-    #[error("server: {0}")]
-    Serve(#[source] std::io::Error),
 }
+
+/// How long open requests may finish after shutdown begins.
+const DRAIN: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// The router's state; handlers take the narrow sub-state they need. One
 /// `Arc`, because axum clones the state for every request.
@@ -175,6 +177,8 @@ pub struct Application {
     /// Prometheus only, never the public edge.
     internal_listener: TcpListener,
     internal_router: Router,
+    /// Longest a client may take to send a request head.
+    head_timeout: std::time::Duration,
     shutdown: CancellationToken,
     tasks: JoinSet<()>,
 }
@@ -393,6 +397,7 @@ impl Application {
             router,
             internal_listener,
             internal_router,
+            head_timeout: config.request_head_timeout,
             shutdown,
             tasks,
         })
@@ -422,27 +427,27 @@ impl Application {
             router,
             internal_listener,
             internal_router,
+            head_timeout,
             shutdown,
             mut tasks,
         } = self;
         // The internal listener drains with the public one: `stop` ends
         // the public server, whose end cancels `shutdown`.
         let internal_stop = shutdown.clone();
-        let internal = axum::serve(internal_listener, internal_router)
-            .with_graceful_shutdown(async move { internal_stop.cancelled().await });
-        let internal = tokio::spawn(async move { internal.await });
-        let result = axum::serve(listener, router)
-            .with_graceful_shutdown(stop)
-            .await
-            .map_err(StartError::Serve);
+        let internal = tokio::spawn(serve::serve(
+            internal_listener,
+            internal_router,
+            head_timeout,
+            DRAIN,
+            async move { internal_stop.cancelled().await },
+        ));
+        serve::serve(listener, router, head_timeout, DRAIN, stop).await;
         shutdown.cancel();
-        match internal.await {
-            Ok(Err(error)) => tracing::warn!(%error, "internal listener failed"),
-            Err(error) => tracing::warn!(%error, "internal listener task failed"),
-            Ok(Ok(())) => {}
+        if let Err(error) = internal.await {
+            tracing::warn!(%error, "internal listener task failed");
         }
         while tasks.join_next().await.is_some() {}
-        result
+        Ok(())
     }
 }
 

@@ -21,6 +21,10 @@ pub struct OriginConfig {
     /// The internal listener: the admin API, `/metrics`, `/readyz`. Never
     /// behind the public edge; reachable by operators and Prometheus.
     pub internal_listen: SocketAddr,
+    /// Longest a client may take to send a request head (both listeners):
+    /// half-sent heads cannot hold connections for long.
+    #[serde(with = "humantime_serde", default = "defaults::request_head_timeout")]
+    pub request_head_timeout: Duration,
     pub database: DatabaseConfig,
     /// The regional Redis (L2 cache, invalidation channel). Optional: without
     /// it the origin runs on L1 and the database alone.
@@ -520,6 +524,9 @@ mod defaults {
     pub fn duplicate_wait() -> Duration {
         Duration::from_secs(10)
     }
+    pub fn request_head_timeout() -> Duration {
+        Duration::from_secs(5)
+    }
     pub fn checkout_deadline() -> Duration {
         Duration::from_secs(4)
     }
@@ -755,6 +762,9 @@ impl OriginConfig {
         }
         if self.checkout.recovery_interval.is_zero() {
             return invalid("checkout.recovery_interval", "must be greater than zero");
+        }
+        if self.request_head_timeout < Duration::from_millis(100) {
+            return invalid("request_head_timeout", "must be at least 100ms");
         }
         if self.checkout.deadline < Duration::from_millis(100) {
             return invalid("checkout.deadline", "must be at least 100ms");

@@ -1,8 +1,9 @@
 //! Meridian's origin: the axum services behind the regional edge.
 //!
 //! Layout:
-//! - [`app`]: `Application::build` / `run_until_stopped`, the router, health
-//!   and metrics endpoints.
+//! - [`app`]: `Application::build` / `run_until_stopped`, the public and
+//!   internal routers, health and metrics endpoints.
+//! - [`serve`]: the HTTP/1 server loop (request-head deadline, drain).
 //! - [`config`]: the typed, validated configuration.
 //! - [`catalog`]: the catalog bounded context (products, categories, prices).
 //! - [`inventory`]: stock and time-limited reservations on the primary.
@@ -23,7 +24,7 @@
 //! - [`db`]: `DbRouter` (reads to replicas, writes to the primary), replica
 //!   lag monitoring, read-your-writes tokens, migrations.
 //! - [`invalidation`]: tailing the invalidation log and the Redis channel.
-//! - [`auth`]: admin bearer tokens.
+//! - [`auth`]: admin bearer tokens and their scopes.
 //! - [`metrics`]: the Prometheus registry and HTTP middleware.
 //! - [`problem`]: RFC 9457 errors and rejection-mapping extractors.
 //!
@@ -50,6 +51,7 @@ pub mod notify_me;
 pub mod orders;
 pub mod payments;
 pub mod problem;
+pub mod serve;
 
 pub use app::Application;
 pub use config::OriginConfig;

@@ -49,6 +49,7 @@ pub fn origin_config(
         listen,
         // A free port by default; `meridian up` sets the topology's.
         internal_listen: SocketAddr::new(listen.ip(), 0),
+        request_head_timeout: std::time::Duration::from_secs(5),
         database: DatabaseConfig {
             primary_url: stack.primary_url(),
             replicas,
@@ -264,6 +265,7 @@ pub fn edge_config(
         write_buffer_bytes: 16 * 1024,
         max_request_header_bytes: 32 * 1024,
         max_request_headers: 100,
+        max_connections_per_address: 512,
         // A local stack is for development: show the cache key parts.
         debug_headers: true,
         grace_period_seconds: 1,

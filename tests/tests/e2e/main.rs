@@ -11,6 +11,7 @@ mod bad_input;
 mod cache;
 mod cart;
 mod checkout;
+mod connections;
 mod crash;
 mod deadlines;
 mod edge;
