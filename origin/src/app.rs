@@ -479,7 +479,8 @@ pub fn internal_routes(state: AppState, max_body_bytes: usize) -> Router {
         .merge(notify_me::admin_router())
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics_text));
+        .route("/metrics", get(metrics_text))
+        .route("/openapi.json", get(crate::openapi::serve));
     finish(routes, state)
 }
 
@@ -498,7 +499,9 @@ fn finish(routes: Router<AppState>, state: AppState) -> Router {
         .with_state(state)
 }
 
-async fn healthz() -> impl IntoResponse {
+#[utoipa::path(get, path = "/healthz", tag = "health",
+    responses((status = 200, description = "The process is up (both listeners)", body = serde_json::Value)))]
+pub(crate) async fn healthz() -> impl IntoResponse {
     (
         [(header::CACHE_CONTROL, "no-store")],
         axum::Json(serde_json::json!({ "status": "ok" })),
@@ -507,7 +510,10 @@ async fn healthz() -> impl IntoResponse {
 
 /// Ready when catalog reads have a path: a usable replica or the primary.
 /// Redis is reported but optional (without it reads are slower, not broken).
-async fn readyz(State(HealthState(health)): State<HealthState>) -> Response {
+#[utoipa::path(get, path = "/readyz", tag = "health",
+    responses((status = 200, description = "Ready: catalog reads have a path (internal listener)", body = serde_json::Value),
+        (status = 503, description = "Not ready", body = serde_json::Value)))]
+pub(crate) async fn readyz(State(HealthState(health)): State<HealthState>) -> Response {
     let replicas: Vec<serde_json::Value> = health
         .db
         .replicas()
@@ -554,7 +560,9 @@ async fn readyz(State(HealthState(health)): State<HealthState>) -> Response {
         .into_response()
 }
 
-async fn metrics_text(State(metrics): State<Metrics>) -> impl IntoResponse {
+#[utoipa::path(get, path = "/metrics", tag = "health",
+    responses((status = 200, description = "Prometheus text exposition (internal listener)", content_type = "text/plain", body = String)))]
+pub(crate) async fn metrics_text(State(metrics): State<Metrics>) -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         metrics.render(),

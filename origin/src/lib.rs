@@ -27,6 +27,7 @@
 //! - [`auth`]: admin bearer tokens and their scopes.
 //! - [`metrics`]: the Prometheus registry and HTTP middleware.
 //! - [`problem`]: RFC 9457 errors and rejection-mapping extractors.
+//! - [`openapi`]: the API contract generated from the handlers' types.
 //!
 //! Architecture invariant: the origin never depends on the edge crate.
 
@@ -48,6 +49,7 @@ pub mod inventory;
 pub mod metrics;
 pub mod modes;
 pub mod notify_me;
+pub mod openapi;
 pub mod orders;
 pub mod payments;
 pub mod problem;

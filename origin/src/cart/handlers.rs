@@ -17,7 +17,7 @@ use crate::identity::{GuestId, Shopper, clear_guest_cookie};
 use crate::modes::guard::Writable;
 use crate::problem::{ApiError, ApiJson, ApiPath};
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AddItem {
     pub sku: String,
@@ -29,13 +29,13 @@ fn one() -> i64 {
     1
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateItem {
     pub quantity: i64,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct CartView {
     pub items: Vec<CartItemView>,
     pub item_count: u64,
@@ -46,7 +46,7 @@ pub struct CartView {
     pub price_changed: bool,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct CartItemView {
     pub sku: String,
     pub quantity: u32,
@@ -247,12 +247,16 @@ fn path_sku(raw: &str) -> Result<Sku, ApiError> {
     Sku::parse(raw).map_err(|e| ApiError::BadRequest(e.to_string()))
 }
 
+#[utoipa::path(get, path = "/v1/cart", tag = "cart", security(("shopper" = []), ()),
+    responses((status = 200, description = "The cart, priced now", body = CartView)))]
 pub async fn show(State(state): State<CartState>, shopper: Shopper) -> Result<Response, ApiError> {
     let resolved = resolve(&state, &shopper, false).await?;
     let view = priced(&state, resolved.cart.as_ref()).await?;
     Ok(respond(StatusCode::OK, view, resolved.set_cookie))
 }
 
+#[utoipa::path(post, path = "/v1/cart/items", tag = "cart", security(("shopper" = []), ()), request_body = AddItem,
+    responses((status = 200, description = "The cart", body = CartView)))]
 #[tracing::instrument(skip_all, fields(sku = %input.sku))]
 pub async fn add(
     State(state): State<CartState>,
@@ -298,6 +302,8 @@ pub async fn add(
     Ok(respond(StatusCode::OK, view, resolved.set_cookie))
 }
 
+#[utoipa::path(patch, path = "/v1/cart/items/{sku}", tag = "cart", security(("shopper" = []), ()), params(("sku" = String, Path, description = "A SKU: 1–64 of A-Z 0-9 -")), request_body = UpdateItem,
+    responses((status = 200, description = "The cart", body = CartView)))]
 pub async fn update(
     State(state): State<CartState>,
     shopper: Shopper,
@@ -332,6 +338,8 @@ pub async fn update(
     Ok(respond(StatusCode::OK, view, resolved.set_cookie))
 }
 
+#[utoipa::path(delete, path = "/v1/cart/items/{sku}", tag = "cart", security(("shopper" = []), ()), params(("sku" = String, Path, description = "A SKU: 1–64 of A-Z 0-9 -")),
+    responses((status = 200, description = "The cart", body = CartView)))]
 pub async fn remove(
     State(state): State<CartState>,
     shopper: Shopper,

@@ -29,12 +29,14 @@ const MAX_LIMIT: i64 = 100;
 /// Cache key of the FX table.
 const FX_KEY: &str = "fx:rates";
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ProductQuery {
     currency: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
     category: Option<String>,
     limit: Option<String>,
@@ -42,10 +44,16 @@ pub struct ListQuery {
     currency: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
-struct ProductPage {
-    items: Vec<super::model::ProductSummary>,
-    next_cursor: Option<String>,
+/// `GET /v1/categories`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct CategoryList {
+    pub items: Vec<super::model::CategoryView>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ProductPage {
+    pub items: Vec<super::model::ProductSummary>,
+    pub next_cursor: Option<String>,
 }
 
 /// The request headers catalog reads look at (copied alone, not the whole
@@ -195,6 +203,8 @@ async fn fx_table(state: &CatalogState) -> Result<FxTable, ApiError> {
 }
 
 /// `GET /v1/products/{id}`
+#[utoipa::path(get, path = "/v1/products/{id}", tag = "catalog", params(("id" = String, Path, description = "A positive id in canonical decimal (no sign, no leading zero)"), ProductQuery),
+    responses((status = 200, description = "The product", body = super::model::ProductView), (status = 304, description = "Not modified (If-None-Match)")))]
 #[tracing::instrument(level = "debug", skip_all, fields(id = %raw_id))]
 pub async fn get_product(
     State(state): State<CatalogState>,
@@ -276,6 +286,8 @@ async fn convert_product(
 }
 
 /// `GET /v1/products?category=&limit=&cursor=&currency=`
+#[utoipa::path(get, path = "/v1/products", tag = "catalog", params(ListQuery),
+    responses((status = 200, description = "A page of products", body = ProductPage), (status = 304, description = "Not modified")))]
 #[tracing::instrument(level = "debug", skip_all)]
 pub async fn list_products(
     State(state): State<CatalogState>,
@@ -362,6 +374,8 @@ pub async fn list_products(
 }
 
 /// `GET /v1/categories`
+#[utoipa::path(get, path = "/v1/categories", tag = "catalog",
+    responses((status = 200, description = "Every category", body = CategoryList), (status = 304, description = "Not modified")))]
 #[tracing::instrument(level = "debug", skip_all)]
 pub async fn list_categories(
     State(state): State<CatalogState>,
@@ -375,7 +389,7 @@ pub async fn list_categories(
                 .read()
                 .run(|conn| async move { store::categories(&conn).await })
                 .await?;
-            let body = serde_json::to_vec(&serde_json::json!({ "items": categories }))
+            let body = serde_json::to_vec(&CategoryList { items: categories })
                 .map(Bytes::from)
                 .unwrap_or_default();
             Ok::<_, sqlx::Error>(Some(Loaded {
@@ -457,6 +471,9 @@ async fn read_back(
 }
 
 /// `POST /v1/admin/products`
+#[utoipa::path(post, path = "/v1/admin/products", tag = "admin", security(("admin" = [])),
+    request_body = super::model::ProductInput,
+    responses((status = 201, description = "Created", body = super::model::ProductView)))]
 #[tracing::instrument(skip_all, fields(admin = %admin.name))]
 pub async fn create_product(
     State(state): State<CatalogState>,
@@ -547,6 +564,10 @@ async fn expected_version(
 
 /// `PUT /v1/admin/products/{id}`: accepts what `GET` returns; honours
 /// `If-Match` and the body's `version` (412 for a lost update).
+#[utoipa::path(put, path = "/v1/admin/products/{id}", tag = "admin", security(("admin" = [])), params(("id" = String, Path, description = "A positive id in canonical decimal (no sign, no leading zero)"),
+        ("If-Match" = Option<String>, Header, description = "The ETag of GET /v1/products/{id}: a precondition")),
+    request_body = super::model::ProductInput,
+    responses((status = 200, description = "Updated", body = super::model::ProductView)))]
 #[tracing::instrument(skip_all, fields(admin = %admin.name, id = %raw_id))]
 pub async fn update_product(
     State(state): State<CatalogState>,

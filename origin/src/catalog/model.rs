@@ -172,7 +172,7 @@ fn text(field: &str, raw: &str, max: usize, required: bool) -> Result<String, Ap
 /// `version`, `updated_at`, `price.formatted`, `variants[].price`) are
 /// ignored when they agree with the write and refused when they
 /// contradict it; `version` is also a precondition (412 when stale).
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ProductInput {
     /// Read-only: must be the path's id when given.
@@ -195,7 +195,7 @@ pub struct ProductInput {
     pub variants: Vec<VariantInput>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PriceInput {
     pub amount_minor: i64,
@@ -225,7 +225,7 @@ impl PriceInput {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct VariantInput {
     pub sku: String,
@@ -338,7 +338,7 @@ impl ProductInput {
 }
 
 /// A price as shown to shoppers.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PriceView {
     pub amount_minor: i64,
     pub currency: String,
@@ -346,7 +346,7 @@ pub struct PriceView {
 }
 
 /// A product as served by `GET /v1/products/{id}` (and cached, serialized).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ProductView {
     pub id: i64,
     pub sku: String,
@@ -360,7 +360,7 @@ pub struct ProductView {
     pub updated_at: chrono::DateTime<chrono::Utc>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct VariantView {
     pub sku: String,
     pub color: Option<String>,
@@ -369,7 +369,7 @@ pub struct VariantView {
 }
 
 /// One product in a listing.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ProductSummary {
     pub id: i64,
     pub sku: String,
@@ -379,7 +379,7 @@ pub struct ProductSummary {
     pub price: PriceView,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct CategoryView {
     pub slug: String,
     pub name: String,

@@ -25,7 +25,7 @@ use serde_json::{Value, json};
 
 use super::CheckoutState;
 use super::saga::Progress;
-use super::store::{self, NewOrder, SagaOrder};
+use super::store::{self, NewOrder};
 use crate::cart::CartKey;
 use crate::cart::handlers::{priced, redis_error, store as cart_store};
 use crate::catalog::store::{Sellable, sellables};
@@ -33,7 +33,7 @@ use crate::flash;
 use crate::identity::{Shopper, UserId};
 use crate::modes::guard::Writable;
 use crate::orders::handlers::shard_error;
-use crate::orders::model::{OrderId, OrderLine, OrderState};
+use crate::orders::model::{Order, OrderId, OrderLine, OrderState};
 use crate::orders::shards::Shard;
 use crate::problem::{ApiError, ApiJson, PROBLEM_JSON};
 
@@ -43,7 +43,7 @@ pub const IDEMPOTENT_REPLAYED: HeaderName = HeaderName::from_static("idempotent-
 /// Longest accepted Idempotency-Key.
 pub const MAX_KEY_LENGTH: usize = 255;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CheckoutRequest {
     #[serde(default)]
@@ -55,7 +55,7 @@ pub struct CheckoutRequest {
     pub flash_sale: Option<i64>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ExpectedTotal {
     pub amount_minor: i64,
@@ -172,6 +172,11 @@ fn price_changed(detail: &str, cart: Value) -> ApiError {
     ApiError::detailed(StatusCode::CONFLICT, "price-changed", detail, extensions)
 }
 
+#[utoipa::path(post, path = "/v1/checkout", tag = "checkout", security(("shopper" = [])),
+    params(("Idempotency-Key" = String, Header, description = "1–255 visible ASCII characters; the same key and body replay the first answer")),
+    request_body = CheckoutRequest,
+    responses((status = 201, description = "The order", body = crate::orders::model::OrderView),
+        (status = 202, description = "Still being placed past the deadline; follow Location", body = serde_json::Value)))]
 #[tracing::instrument(skip_all, fields(user))]
 pub async fn checkout(
     State(state): State<CheckoutState>,
@@ -331,7 +336,7 @@ async fn place(
             )),
         };
     }
-    let order = SagaOrder {
+    let order = Order {
         id,
         user_id: user.as_str().to_string(),
         state: OrderState::Pending,
@@ -342,7 +347,10 @@ async fn place(
         psp: None,
         payment_intent: None,
         unknown_psps: Vec::new(),
+        failure_reason: None,
         has_response: false,
+        created_at: chrono::Utc::now(),
+        updated_at: chrono::Utc::now(),
     };
     let progress = saga
         .place(shard, order, request.payment_method.as_deref())

@@ -8,6 +8,7 @@
 //! authorizations; [`store`] holds the saga's shard writes.
 
 pub mod handlers;
+pub mod outcome;
 pub mod recovery;
 pub mod saga;
 pub mod store;

@@ -44,13 +44,13 @@ pub async fn run(
                 let id = order.id.clone();
                 let result = saga.recover(shard, order).await;
                 let label = match &result {
-                    Ok(outcome) => *outcome,
+                    Ok(recovered) => recovered.label(),
                     Err(_) => "retry",
                 };
                 metrics.saga_recoveries.with_label_values(&[label]).inc();
                 match result {
-                    Ok(outcome) => {
-                        tracing::info!(order = %id, outcome, "unfinished checkout recovered")
+                    Ok(recovered) => {
+                        tracing::info!(order = %id, outcome = recovered.label(), "unfinished checkout recovered")
                     }
                     Err(reason) => {
                         tracing::warn!(order = %id, %reason, "unfinished checkout not settled yet")

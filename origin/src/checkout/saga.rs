@@ -25,9 +25,10 @@
 use std::time::Duration;
 
 use axum::http::StatusCode;
-use serde_json::{Value, json};
+use serde_json::Value;
 
-use super::store::{self, Patch, SagaOrder};
+use super::outcome::{Outcome, Recovered, RecoveryError};
+use super::store::{self, Patch};
 use crate::inventory::{Inventory, InventoryError, Line, ReservationState, ReserveRequest};
 use crate::metrics::Metrics;
 use crate::orders::model::{Order, OrderId, OrderState};
@@ -77,19 +78,23 @@ fn void_key(order: &OrderId) -> String {
     format!("{order}:void")
 }
 
-fn problem(
-    status: StatusCode,
-    slug: &'static str,
-    detail: String,
-    order: &OrderId,
-) -> (StatusCode, Value) {
-    let mut extensions = serde_json::Map::new();
-    extensions.insert("order_id".into(), json!(order.as_str()));
-    let error = ApiError::detailed(status, slug, detail, extensions);
-    (
-        status,
-        serde_json::to_value(error.problem()).unwrap_or(Value::Null),
-    )
+/// One settling move of an order row: from `from` along `path`, writing
+/// `patch`'s fields with it.
+struct Step<'a> {
+    from: OrderState,
+    path: &'a [OrderState],
+    patch: Patch,
+}
+
+impl Step<'static> {
+    /// Straight to `cancelled`.
+    fn cancel(from: OrderState) -> Self {
+        Step {
+            from,
+            path: &[OrderState::Cancelled],
+            patch: Patch::default(),
+        }
+    }
 }
 
 fn unavailable(detail: &str) -> ApiError {
@@ -103,7 +108,7 @@ impl Saga {
     pub async fn place(
         &self,
         shard: &Shard,
-        order: SagaOrder,
+        order: Order,
         payment_method: Option<&str>,
     ) -> Progress {
         crash_point("checkout::pending");
@@ -121,44 +126,15 @@ impl Saga {
                         .await
                 }
                 Err(InventoryError::NotClaimed { by, .. }) => {
-                    let first = by.unwrap_or_default();
-                    let (status, mut body) = problem(
-                        StatusCode::CONFLICT,
-                        "unit-already-ordered",
-                        format!(
-                            "this unit is already being bought by order {first}; nothing was charged"
-                        ),
-                        &order.id,
-                    );
-                    body["first_order_id"] = json!(first);
-                    self.settle(
-                        shard,
-                        &order,
-                        OrderState::Pending,
-                        &[OrderState::Cancelled],
-                        status,
-                        body,
-                        Some(format!("unit already ordered by {first}")),
-                    )
-                    .await
+                    let outcome = Outcome::UnitAlreadyOrdered {
+                        first_order: by.unwrap_or_default(),
+                    };
+                    self.settle(shard, &order, Step::cancel(OrderState::Pending), outcome)
+                        .await
                 }
                 Err(InventoryError::WrongState { .. }) => {
-                    let (status, body) = problem(
-                        StatusCode::CONFLICT,
-                        "hold-lapsed",
-                        "the hold on this unit has ended; nothing was charged".into(),
-                        &order.id,
-                    );
-                    self.settle(
-                        shard,
-                        &order,
-                        OrderState::Pending,
-                        &[OrderState::Cancelled],
-                        status,
-                        body,
-                        Some("hold lapsed".into()),
-                    )
-                    .await
+                    let step = Step::cancel(OrderState::Pending);
+                    self.settle(shard, &order, step, Outcome::HoldLapsed).await
                 }
                 Err(error) => {
                     tracing::warn!(order = %order.id, %error, "flash unit not claimed");
@@ -177,22 +153,11 @@ impl Saga {
         let request = match ReserveRequest::new(order.id.as_str(), lines, self.reservation_ttl) {
             Ok(request) => request.for_order(order.id.as_str()),
             Err(error) => {
-                let (status, body) = problem(
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    "validation-failed",
-                    error.to_string(),
-                    &order.id,
-                );
+                let outcome = Outcome::Invalid {
+                    detail: error.to_string(),
+                };
                 return self
-                    .settle(
-                        shard,
-                        &order,
-                        OrderState::Pending,
-                        &[OrderState::Cancelled],
-                        status,
-                        body,
-                        Some(error.to_string()),
-                    )
+                    .settle(shard, &order, Step::cancel(OrderState::Pending), outcome)
                     .await;
             }
         };
@@ -211,28 +176,13 @@ impl Saga {
                 available,
                 wanted,
             }) => {
-                let (status, mut body) = problem(
-                    StatusCode::CONFLICT,
-                    "out-of-stock",
-                    format!("not enough stock of {sku}: {available} available, {wanted} wanted"),
-                    &order.id,
-                );
-                body["sku"] = json!(sku);
-                body["available"] = json!(available);
-                self.metrics
-                    .checkouts
-                    .with_label_values(&["out_of_stock"])
-                    .inc();
+                let outcome = Outcome::OutOfStock {
+                    sku,
+                    available,
+                    wanted,
+                };
                 return self
-                    .settle(
-                        shard,
-                        &order,
-                        OrderState::Pending,
-                        &[OrderState::Cancelled],
-                        status,
-                        body,
-                        Some(format!("out of stock: {sku}")),
-                    )
+                    .settle(shard, &order, Step::cancel(OrderState::Pending), outcome)
                     .await;
             }
             Err(error) => {
@@ -248,7 +198,7 @@ impl Saga {
     async fn authorize(
         &self,
         shard: &Shard,
-        order: SagaOrder,
+        order: Order,
         reservation_id: i64,
         payment_method: Option<&str>,
     ) -> Progress {
@@ -278,7 +228,7 @@ impl Saga {
     async fn after_authorization(
         &self,
         shard: &Shard,
-        mut order: SagaOrder,
+        mut order: Order,
         from: OrderState,
         reservation_id: i64,
         authorization: Authorization,
@@ -334,31 +284,22 @@ impl Saga {
                     .inventory
                     .release(reservation_id, Some(order.id.as_str()))
                     .await;
-                let (status, body) = problem(
-                    StatusCode::PAYMENT_REQUIRED,
-                    "payment-declined",
-                    "the payment was declined; nothing was charged".into(),
-                    &order.id,
-                );
-                self.metrics
-                    .checkouts
-                    .with_label_values(&["declined"])
-                    .inc();
                 let path: Vec<OrderState> = via
                     .iter()
                     .copied()
                     .chain([OrderState::PaymentFailed])
                     .collect();
-                let patch = Patch {
-                    reservation_id: Some(reservation_id),
-                    psp: Some(psp),
-                    unknown_psps: Some(unknown),
-                    failure_reason: Some("declined".into()),
-                    response: Some((status.as_u16(), body.clone())),
-                    ..Patch::default()
+                let step = Step {
+                    from,
+                    path: &path,
+                    patch: Patch {
+                        reservation_id: Some(reservation_id),
+                        psp: Some(psp),
+                        unknown_psps: Some(unknown),
+                        ..Patch::default()
+                    },
                 };
-                self.advance_settled(shard, &order, from, &path, patch, status, body)
-                    .await
+                self.settle(shard, &order, step, Outcome::Declined).await
             }
             Authorization::Unavailable { unknown } if unknown.is_empty() => {
                 // Nobody did anything: give the stock back and say so.
@@ -366,24 +307,14 @@ impl Saga {
                     .inventory
                     .release(reservation_id, Some(order.id.as_str()))
                     .await;
-                let (status, body) = problem(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "payment-unavailable",
-                    "no payment provider could take the payment; nothing was charged — retry with a new Idempotency-Key".into(),
-                    &order.id,
-                );
-                self.metrics
-                    .checkouts
-                    .with_label_values(&["payment_unavailable"])
-                    .inc();
-                let path = [OrderState::Cancelled];
-                let patch = Patch {
-                    reservation_id: Some(reservation_id),
-                    failure_reason: Some("payment providers unavailable".into()),
-                    response: Some((status.as_u16(), body.clone())),
-                    ..Patch::default()
+                let step = Step {
+                    patch: Patch {
+                        reservation_id: Some(reservation_id),
+                        ..Patch::default()
+                    },
+                    ..Step::cancel(from)
                 };
-                self.advance_settled(shard, &order, from, &path, patch, status, body)
+                self.settle(shard, &order, step, Outcome::PaymentUnavailable)
                     .await
             }
             Authorization::Unavailable { unknown } => {
@@ -410,7 +341,7 @@ impl Saga {
     }
 
     /// From `authorized`: sell the held units, then capture.
-    async fn finish(&self, shard: &Shard, order: SagaOrder) -> Progress {
+    async fn finish(&self, shard: &Shard, order: Order) -> Progress {
         let (Some(reservation_id), Some(psp), Some(intent)) = (
             order.reservation_id,
             order.psp.clone(),
@@ -440,26 +371,9 @@ impl Saga {
                             "the order could not be completed; it will be settled",
                         ));
                     }
-                    let (status, body) = problem(
-                        StatusCode::CONFLICT,
-                        "out-of-stock",
-                        "the items sold out while the payment was being taken; the payment was voided".into(),
-                        &order.id,
-                    );
-                    self.metrics
-                        .checkouts
-                        .with_label_values(&["out_of_stock"])
-                        .inc();
+                    let step = Step::cancel(OrderState::Authorized);
                     return self
-                        .settle(
-                            shard,
-                            &order,
-                            OrderState::Authorized,
-                            &[OrderState::Cancelled],
-                            status,
-                            body,
-                            Some("reservation lapsed".into()),
-                        )
+                        .settle(shard, &order, step, Outcome::SoldOutWhilePaying)
                         .await;
                 }
                 Err(error) => {
@@ -495,67 +409,50 @@ impl Saga {
         };
         let final_state = path.last().copied().unwrap_or(order.state);
         let view = Order {
-            id: order.id.clone(),
-            user_id: order.user_id.clone(),
             state: final_state,
-            currency: order.currency.clone(),
-            total_minor: order.total_minor,
-            lines: order.lines.clone(),
-            reservation_id: order.reservation_id,
-            psp: order.psp.clone(),
-            payment_intent: order.payment_intent.clone(),
             failure_reason: None,
-            created_at: chrono::Utc::now(),
             updated_at: chrono::Utc::now(),
+            ..order.clone()
         }
         .view();
-        let body = serde_json::to_value(&view).unwrap_or(Value::Null);
-        let status = StatusCode::CREATED;
-        // A confirmed order already answered the shopper: keep that answer.
-        let response = (!order.has_response).then(|| (status.as_u16(), body.clone()));
-        let patch = Patch {
-            response,
-            ..Patch::default()
+        let step = Step {
+            from: order.state,
+            path,
+            patch: Patch::default(),
         };
-        let outcome = if captured_ok { "captured" } else { "confirmed" };
-        self.metrics.checkouts.with_label_values(&[outcome]).inc();
-        self.advance_settled(shard, &order, order.state, path, patch, status, body)
-            .await
+        let outcome = Outcome::Placed {
+            view: Box::new(view),
+            captured: captured_ok,
+        };
+        // A confirmed order already answered the shopper: `settle` keeps
+        // that answer.
+        self.settle(shard, &order, step, outcome).await
     }
 
-    #[allow(clippy::too_many_arguments)]
+    /// Settles `order` with `outcome`: moves it by `step`, storing the
+    /// outcome's failure reason and the shopper's answer (unless one is
+    /// stored already: a confirmed order answered before), and counts it.
     async fn settle(
         &self,
         shard: &Shard,
-        order: &SagaOrder,
-        from: OrderState,
-        path: &[OrderState],
-        status: StatusCode,
-        body: Value,
-        reason: Option<String>,
+        order: &Order,
+        step: Step<'_>,
+        outcome: Outcome,
     ) -> Progress {
+        let status = outcome.status();
+        let body = outcome.body(&order.id);
         let patch = Patch {
-            failure_reason: reason,
+            failure_reason: outcome.failure_reason(),
             response: (!order.has_response).then(|| (status.as_u16(), body.clone())),
-            ..Patch::default()
+            ..step.patch
         };
-        self.advance_settled(shard, order, from, path, patch, status, body)
-            .await
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    async fn advance_settled(
-        &self,
-        shard: &Shard,
-        order: &SagaOrder,
-        from: OrderState,
-        path: &[OrderState],
-        patch: Patch,
-        status: StatusCode,
-        body: Value,
-    ) -> Progress {
-        match store::advance(&shard.pool, &order.id, from, path, &patch).await {
-            Ok(true) => Progress::Settled { status, body },
+        match store::advance(&shard.pool, &order.id, step.from, step.path, &patch).await {
+            Ok(true) => {
+                if let Some(label) = outcome.metric() {
+                    self.metrics.checkouts.with_label_values(&[label]).inc();
+                }
+                Progress::Settled { status, body }
+            }
             Ok(false) => Progress::Pending(unavailable(
                 "this checkout is being completed; retry shortly",
             )),
@@ -570,35 +467,31 @@ impl Saga {
 
     /// Finishes an order whose saga stopped (a crash, an unknown payment
     /// outcome, a failed capture): resumes it if a payment exists, else
-    /// compensates. Returns whether it is settled now.
-    pub async fn recover(&self, shard: &Shard, order: SagaOrder) -> Result<&'static str, String> {
+    /// compensates.
+    pub async fn recover(&self, shard: &Shard, order: Order) -> Result<Recovered, RecoveryError> {
         match order.state {
             OrderState::Authorized | OrderState::Confirmed => {
-                match self.finish(shard, order).await {
-                    Progress::Settled { .. } => Ok("resumed"),
-                    Progress::Pending(error) => Err(error.to_string()),
-                }
+                settled(self.finish(shard, order).await, Recovered::Resumed)
             }
             OrderState::Pending | OrderState::Reserved => {
                 self.recover_before_payment(shard, order).await
             }
-            _ => Ok("settled"),
+            _ => Ok(Recovered::AlreadySettled),
         }
     }
 
     async fn recover_before_payment(
         &self,
         shard: &Shard,
-        order: SagaOrder,
-    ) -> Result<&'static str, String> {
+        order: Order,
+    ) -> Result<Recovered, RecoveryError> {
         // The hold, if the saga got that far.
         let reservation = match order.reservation_id {
             Some(id) => Some(id),
             None => self
                 .inventory
                 .find_by_owner(order.id.as_str())
-                .await
-                .map_err(|e| e.to_string())?
+                .await?
                 .map(|r| r.id),
         };
         let Some(reservation_id) = reservation else {
@@ -607,7 +500,7 @@ impl Saga {
         };
         // Was a payment authorized anywhere under this order's key?
         let key = authorize_key(&order.id);
-        let mut all_known = true;
+        let mut unreachable = None;
         let providers: Vec<String> = self.payments.provider_names().map(str::to_string).collect();
         for psp in &providers {
             match self.payments.find(psp, &key).await {
@@ -631,23 +524,23 @@ impl Saga {
                         }
                     };
                     let from = order.state;
-                    return match self
+                    let progress = self
                         .after_authorization(shard, order, from, reservation_id, authorization)
-                        .await
-                    {
-                        Progress::Settled { .. } => Ok("resumed"),
-                        Progress::Pending(error) => Err(error.to_string()),
-                    };
+                        .await;
+                    return settled(progress, Recovered::Resumed);
                 }
                 Ok(None) => {}
                 Err(error) => {
                     tracing::debug!(order = %order.id, psp, %error, "look-up failed");
-                    all_known = false;
+                    unreachable = Some(RecoveryError::Provider {
+                        psp: psp.clone(),
+                        source: error,
+                    });
                 }
             }
         }
-        if !all_known {
-            return Err("a payment provider could not be asked; retrying later".into());
+        if let Some(error) = unreachable {
+            return Err(error);
         }
         let _ = self
             .inventory
@@ -660,44 +553,26 @@ impl Saga {
     async fn cancel_interrupted(
         &self,
         shard: &Shard,
-        order: &SagaOrder,
+        order: &Order,
         reservation_id: Option<i64>,
-    ) -> Result<&'static str, String> {
+    ) -> Result<Recovered, RecoveryError> {
         if let Some(id) = reservation_id {
             match self.inventory.release(id, Some(order.id.as_str())).await {
                 // Not this order's hold (a second order for a won unit
                 // that never claimed it): nothing of ours to give back.
                 Ok(_) | Err(InventoryError::NotClaimed { .. }) => {}
-                Err(error) => return Err(error.to_string()),
+                Err(error) => return Err(error.into()),
             }
         }
-        let (status, body) = problem(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "checkout-interrupted",
-            "the checkout was interrupted before any payment; nothing was charged — retry with a new Idempotency-Key".into(),
-            &order.id,
-        );
-        match self
-            .settle(
-                shard,
-                order,
-                order.state,
-                &[OrderState::Cancelled],
-                status,
-                body,
-                Some("interrupted".into()),
-            )
-            .await
-        {
-            Progress::Settled { .. } => Ok("compensated"),
-            Progress::Pending(error) => Err(error.to_string()),
-        }
+        let step = Step::cancel(order.state);
+        let progress = self.settle(shard, order, step, Outcome::Interrupted).await;
+        settled(progress, Recovered::Compensated)
     }
 
     /// Voids strays: authorizations at providers whose outcome was unknown
     /// when another provider took the payment (or the order settled
     /// without one).
-    pub async fn void_strays(&self, shard: &Shard, order: SagaOrder) -> Result<(), String> {
+    pub async fn void_strays(&self, shard: &Shard, order: Order) -> Result<(), RecoveryError> {
         let key = authorize_key(&order.id);
         for psp in &order.unknown_psps {
             match self.payments.find(psp, &key).await {
@@ -709,16 +584,30 @@ impl Saga {
                         self.payments
                             .transition(psp, &intent.id, "void", &void_key(&order.id))
                             .await
-                            .map_err(|e| e.to_string())?;
+                            .map_err(|source| RecoveryError::Provider {
+                                psp: psp.clone(),
+                                source,
+                            })?;
                         tracing::info!(order = %order.id, psp, intent = %intent.id, "stray authorization voided");
                     }
                 }
                 Ok(_) => {}
-                Err(error) => return Err(error.to_string()),
+                Err(source) => {
+                    return Err(RecoveryError::Provider {
+                        psp: psp.clone(),
+                        source,
+                    });
+                }
             }
         }
-        store::clear_unknown_psps(&shard.pool, &order.id)
-            .await
-            .map_err(|e| e.to_string())
+        Ok(store::clear_unknown_psps(&shard.pool, &order.id).await?)
+    }
+}
+
+/// A recovery step's result: `done` once the order settled.
+fn settled(progress: Progress, done: Recovered) -> Result<Recovered, RecoveryError> {
+    match progress {
+        Progress::Settled { .. } => Ok(done),
+        Progress::Pending(error) => Err(RecoveryError::NotSettled(error)),
     }
 }

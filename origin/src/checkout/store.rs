@@ -7,7 +7,8 @@
 use sqlx::PgPool;
 use sqlx::types::Json;
 
-use crate::orders::model::{OrderId, OrderLine, OrderState};
+use crate::orders::model::{Order, OrderId, OrderLine, OrderState};
+use crate::orders::store::OrderRow;
 
 /// A new order, before anything outside the shard has happened.
 pub struct NewOrder<'a> {
@@ -129,59 +130,17 @@ pub async fn advance(
     Ok(moved)
 }
 
-/// The saga's view of one order (what resuming it needs).
-#[derive(Debug, Clone)]
-pub struct SagaOrder {
-    pub id: OrderId,
-    pub user_id: String,
-    pub state: OrderState,
-    pub currency: String,
-    pub total_minor: i64,
-    pub lines: Vec<OrderLine>,
-    pub reservation_id: Option<i64>,
-    pub psp: Option<String>,
-    pub payment_intent: Option<String>,
-    pub unknown_psps: Vec<String>,
-    pub has_response: bool,
-}
-
-/// An order row as the saga's queries return it.
-struct SagaRow {
-    id: String,
-    user_id: String,
-    state: String,
-    currency: String,
-    total_minor: i64,
-    lines: Json<Vec<OrderLine>>,
-    reservation_id: Option<i64>,
-    psp: Option<String>,
-    payment_intent: Option<String>,
-    unknown_psps: Vec<String>,
-    response_status: Option<i16>,
-}
-
-/// The readable rows as saga orders; an unreadable one is logged and left
-/// out (it cannot be resumed by code that does not understand it).
-fn saga_orders(rows: Vec<SagaRow>) -> Vec<SagaOrder> {
+/// The readable rows as orders; an unreadable one is logged and left out
+/// (it cannot be resumed by code that does not understand it).
+fn readable(rows: Vec<OrderRow>) -> Vec<Order> {
     rows.into_iter()
-        .filter_map(|r| {
-            let (Ok(id), Some(state)) = (OrderId::parse(&r.id), OrderState::parse(&r.state)) else {
-                tracing::error!(order = %r.id, state = %r.state, "unreadable order row skipped");
-                return None;
-            };
-            Some(SagaOrder {
-                id,
-                user_id: r.user_id,
-                state,
-                currency: r.currency,
-                total_minor: r.total_minor,
-                lines: r.lines.0,
-                reservation_id: r.reservation_id,
-                psp: r.psp,
-                payment_intent: r.payment_intent,
-                unknown_psps: r.unknown_psps,
-                has_response: r.response_status.is_some(),
-            })
+        .filter_map(|row| {
+            let id = row.id.clone();
+            row.into_order()
+                .map_err(
+                    |error| tracing::error!(order = %id, %error, "unreadable order row skipped"),
+                )
+                .ok()
         })
         .collect()
 }
@@ -192,9 +151,9 @@ pub async fn claim_stale(
     pool: &PgPool,
     stale_ms: i64,
     limit: i64,
-) -> Result<Vec<SagaOrder>, sqlx::Error> {
+) -> Result<Vec<Order>, sqlx::Error> {
     let rows = sqlx::query_as!(
-        SagaRow,
+        OrderRow,
         r#"
         update orders o set updated_at = now()
         from (
@@ -208,24 +167,26 @@ pub async fn claim_stale(
         where o.id = stale.id
         returning o.id, o.user_id, o.state, o.currency, o.total_minor,
                   o.lines as "lines: Json<Vec<OrderLine>>", o.reservation_id, o.psp,
-                  o.payment_intent, o.unknown_psps, o.response_status
+                  o.payment_intent, o.unknown_psps, o.failure_reason, o.response_status,
+                  o.created_at, o.updated_at
         "#,
         stale_ms as f64,
         limit
     )
     .fetch_all(pool)
     .await?;
-    Ok(saga_orders(rows))
+    Ok(readable(rows))
 }
 
 /// Settled orders that still name providers with an unknown outcome.
-pub async fn with_unknown_psps(pool: &PgPool, limit: i64) -> Result<Vec<SagaOrder>, sqlx::Error> {
+pub async fn with_unknown_psps(pool: &PgPool, limit: i64) -> Result<Vec<Order>, sqlx::Error> {
     let rows = sqlx::query_as!(
-        SagaRow,
+        OrderRow,
         r#"
         select id, user_id, state, currency, total_minor,
                lines as "lines: Json<Vec<OrderLine>>", reservation_id, psp,
-               payment_intent, unknown_psps, response_status
+               payment_intent, unknown_psps, failure_reason, response_status,
+               created_at, updated_at
         from orders
         where cardinality(unknown_psps) > 0
           and state not in ('pending', 'reserved', 'authorized', 'confirmed')
@@ -235,7 +196,7 @@ pub async fn with_unknown_psps(pool: &PgPool, limit: i64) -> Result<Vec<SagaOrde
     )
     .fetch_all(pool)
     .await?;
-    Ok(saga_orders(rows))
+    Ok(readable(rows))
 }
 
 /// Forgets the unknown providers of a settled order once they are checked.

@@ -29,7 +29,8 @@ const FOUND_CACHE: &str =
     "public, max-age=60, s-maxage=60, stale-while-revalidate=30, stale-if-error=86400";
 const OFF_CACHE: &str = "public, max-age=30, s-maxage=30";
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct SuggestionQuery {
     q: Option<String>,
 }
@@ -55,6 +56,8 @@ fn respond(state: &DiscoveryState, body: Value, tags: String, off: Option<Featur
 
 /// `GET /v1/products/{id}/recommendations`: up to 8 products of the same
 /// category, nearest in price.
+#[utoipa::path(get, path = "/v1/products/{id}/recommendations", tag = "discovery", params(("id" = String, Path, description = "A positive id in canonical decimal (no sign, no leading zero)")),
+    responses((status = 200, description = "Recommended products (empty while the feature is off)", body = serde_json::Value)))]
 pub async fn recommendations(
     State(state): State<DiscoveryState>,
     ApiPath(raw): ApiPath<String>,
@@ -90,6 +93,8 @@ pub async fn recommendations(
 
 /// `GET /v1/search/suggestions?q=<prefix>`: up to 10 product names that
 /// start with the prefix.
+#[utoipa::path(get, path = "/v1/search/suggestions", tag = "discovery", params(SuggestionQuery),
+    responses((status = 200, description = "Name suggestions (empty while the feature is off)", body = serde_json::Value)))]
 pub async fn suggestions(
     State(state): State<DiscoveryState>,
     ApiQuery(query): ApiQuery<SuggestionQuery>,
@@ -130,6 +135,8 @@ pub async fn suggestions(
 
 /// `GET /v1/products/{id}/reviews`: the count, average rating and newest
 /// 20 reviews.
+#[utoipa::path(get, path = "/v1/products/{id}/reviews", tag = "discovery", params(("id" = String, Path, description = "A positive id in canonical decimal (no sign, no leading zero)")),
+    responses((status = 200, description = "Reviews (empty while the feature is off)", body = serde_json::Value)))]
 pub async fn reviews(
     State(state): State<DiscoveryState>,
     ApiPath(raw): ApiPath<String>,

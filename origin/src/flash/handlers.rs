@@ -18,7 +18,7 @@ use crate::identity::Shopper;
 use crate::modes::guard::Writable;
 use crate::problem::{ApiError, ApiJson, ApiPath};
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewSale {
     pub sku: String,
@@ -28,11 +28,13 @@ pub struct NewSale {
     /// The sale price in minor units; default: the catalog price.
     #[serde(default)]
     pub price_minor: Option<i64>,
-    /// How long the sale runs (default 1h).
+    /// How long the sale runs (default 1h), e.g. `90m`.
     #[serde(default, with = "humantime_serde")]
+    #[schema(value_type = Option<String>)]
     pub duration: Option<Duration>,
-    /// How long a won unit is held for checkout (default 10m).
+    /// How long a won unit is held for checkout (default 10m), e.g. `10m`.
     #[serde(default, with = "humantime_serde")]
+    #[schema(value_type = Option<String>)]
     pub hold: Option<Duration>,
 }
 
@@ -71,6 +73,8 @@ fn no_store(status: StatusCode, body: serde_json::Value) -> Response {
 }
 
 /// Opens a sale of `quantity` units of `sku` in this origin's region.
+#[utoipa::path(post, path = "/v1/admin/flash-sales", tag = "admin", security(("admin" = [])), request_body = NewSale,
+    responses((status = 201, description = "The sale", body = serde_json::Value)))]
 pub async fn create(
     State(state): State<FlashState>,
     admin: Admin<Catalog>,
@@ -183,6 +187,8 @@ pub async fn create(
 pub const SOLD_OUT: HeaderName = HeaderName::from_static("x-meridian-sold-out");
 
 /// One claim: an answer from Redis alone.
+#[utoipa::path(post, path = "/v1/flash-sales/{id}/claim", tag = "flash-sales", security(("shopper" = [])), params(("id" = String, Path, description = "A positive id in canonical decimal (no sign, no leading zero)")),
+    responses((status = 202, description = "Won: queued to be recorded", body = serde_json::Value)))]
 pub async fn claim(
     State(state): State<FlashState>,
     shopper: Shopper,
@@ -268,6 +274,8 @@ fn flash_problem(status: StatusCode, slug: &'static str, detail: &str, sale: i64
 }
 
 /// The caller's claims of a sale as the ledger records them.
+#[utoipa::path(get, path = "/v1/flash-sales/{id}/claims", tag = "flash-sales", security(("shopper" = [])), params(("id" = String, Path, description = "A positive id in canonical decimal (no sign, no leading zero)")),
+    responses((status = 200, description = "The caller's recorded claims", body = serde_json::Value)))]
 pub async fn my_claims(
     State(state): State<FlashState>,
     shopper: Shopper,
@@ -288,6 +296,8 @@ pub async fn my_claims(
 
 /// Ends a sale now: no claim is won from here on; claims won before are
 /// still recorded, then the sale is closed (`state` in the report).
+#[utoipa::path(post, path = "/v1/admin/flash-sales/{id}/close", tag = "admin", security(("admin" = [])), params(("id" = String, Path, description = "A positive id in canonical decimal (no sign, no leading zero)")),
+    responses((status = 200, description = "The sale's books", body = serde_json::Value)))]
 pub async fn close(
     State(state): State<FlashState>,
     admin: Admin<Catalog>,
@@ -313,6 +323,8 @@ pub async fn close(
 }
 
 /// A sale's books: the ledger's counts beside the gate's counter.
+#[utoipa::path(get, path = "/v1/admin/flash-sales/{id}", tag = "admin", security(("admin" = [])), params(("id" = String, Path, description = "A positive id in canonical decimal (no sign, no leading zero)")),
+    responses((status = 200, description = "The sale's books", body = serde_json::Value)))]
 pub async fn report(
     State(state): State<FlashState>,
     _admin: Admin<Catalog>,

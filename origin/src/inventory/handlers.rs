@@ -17,13 +17,15 @@ use crate::problem::{ApiError, ApiJson, ApiPath};
 /// Largest `on_hand` the admin API accepts.
 pub const MAX_ON_HAND: i64 = 100_000_000;
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct AvailabilityView {
     pub sku: String,
     pub available: i64,
     pub in_stock: bool,
 }
 
+#[utoipa::path(get, path = "/v1/inventory/{sku}", tag = "inventory", params(("sku" = String, Path, description = "A SKU: 1–64 of A-Z 0-9 -")),
+    responses((status = 200, description = "Availability", body = AvailabilityView)))]
 pub async fn availability(
     State(state): State<InventoryState>,
     ApiPath(raw): ApiPath<String>,
@@ -71,13 +73,13 @@ pub async fn availability(
         .into_response())
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StockInput {
     pub on_hand: i64,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct StockView {
     pub sku: String,
     pub on_hand: i32,
@@ -88,6 +90,8 @@ pub struct StockView {
 
 /// Sets the units in stock. It may not go below what reservations hold
 /// (409): those units are promised to checkouts in flight.
+#[utoipa::path(put, path = "/v1/admin/inventory/{sku}", tag = "admin", security(("admin" = [])), params(("sku" = String, Path, description = "A SKU: 1–64 of A-Z 0-9 -")),
+    request_body = StockInput, responses((status = 200, description = "Stock set", body = StockView)))]
 #[tracing::instrument(skip(state, input), fields(admin = %admin.name))]
 pub async fn set_on_hand(
     State(state): State<InventoryState>,

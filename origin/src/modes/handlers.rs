@@ -50,6 +50,8 @@ fn private(body: Value) -> Response {
 }
 
 /// `GET /v1/modes`: this origin's applied setting, no database read.
+#[utoipa::path(get, path = "/v1/modes", tag = "modes",
+    responses((status = 200, description = "The setting this origin applies for its region", body = serde_json::Value)))]
 pub async fn applied(State(state): State<ModesState>) -> Response {
     let announcement = state.applied.current().announcement(&state.region);
     (
@@ -95,6 +97,8 @@ fn effective_view(table: &ModeTable, regions: &[String]) -> BTreeMap<String, Eff
         .collect()
 }
 
+#[utoipa::path(get, path = "/v1/admin/modes", tag = "admin", security(("admin" = [])),
+    responses((status = 200, description = "Global and regional settings, and what each region runs with", body = serde_json::Value)))]
 pub async fn list(
     State(state): State<ModesState>,
     _admin: Admin<Ops>,
@@ -107,6 +111,9 @@ pub async fn list(
     })))
 }
 
+#[utoipa::path(get, path = "/v1/admin/modes/{region}", tag = "admin", security(("admin" = [])),
+    params(("region" = String, Path, description = "A region, or `global`")),
+    responses((status = 200, description = "One scope's setting", body = serde_json::Value)))]
 pub async fn show(
     State(state): State<ModesState>,
     _admin: Admin<Ops>,
@@ -135,10 +142,12 @@ where
     Option::<T>::deserialize(deserializer).map(Some)
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ChangeInput {
+    /// A mode, or `null` to inherit (regions only); absent: unchanged.
     #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>)]
     pub mode: Option<Option<String>>,
     #[serde(default)]
     pub features: BTreeMap<String, Option<bool>>,
@@ -185,6 +194,9 @@ fn change(scope: &str, input: &ChangeInput) -> Result<Change, ApiError> {
     Ok(Change { mode, features })
 }
 
+#[utoipa::path(put, path = "/v1/admin/modes/{region}", tag = "admin", security(("admin" = [])),
+    params(("region" = String, Path, description = "A region, or `global`")), request_body = ChangeInput,
+    responses((status = 200, description = "The setting after the change", body = serde_json::Value)))]
 pub async fn update(
     State(state): State<ModesState>,
     admin: Admin<Ops>,
@@ -224,7 +236,8 @@ pub async fn update(
     Ok(private(body))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct HistoryQuery {
     pub region: Option<String>,
@@ -232,6 +245,8 @@ pub struct HistoryQuery {
     pub limit: Option<i64>,
 }
 
+#[utoipa::path(get, path = "/v1/admin/modes/history", tag = "admin", security(("admin" = [])), params(HistoryQuery),
+    responses((status = 200, description = "The audit log, newest first", body = serde_json::Value)))]
 pub async fn history(
     State(state): State<ModesState>,
     _admin: Admin<Ops>,

@@ -18,7 +18,7 @@ use crate::problem::{ApiError, ApiJson, ApiPath};
 /// Longest e-mail address accepted (RFC 5321's path limit).
 const MAX_EMAIL: usize = 254;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NotifyRequest {
     pub sku: String,
@@ -67,6 +67,8 @@ fn parse_email(raw: &str) -> Result<String, ApiError> {
 /// `POST /v1/notify-me {"sku": "…", "email": "…"}` → 202 (recorded) or
 /// 200 (this contact had asked already); 422 for an unknown SKU or a guest
 /// without an address.
+#[utoipa::path(post, path = "/v1/notify-me", tag = "notify-me", security(("shopper" = []), ()), request_body = NotifyRequest,
+    responses((status = 202, description = "Recorded", body = serde_json::Value), (status = 200, description = "Already recorded", body = serde_json::Value)))]
 pub async fn request(
     State(state): State<NotifyState>,
     shopper: Shopper,
@@ -121,6 +123,8 @@ pub async fn request(
 
 /// `GET /v1/admin/notify-me/{sku}`: every request for the SKU, oldest
 /// first.
+#[utoipa::path(get, path = "/v1/admin/notify-me/{sku}", tag = "admin", security(("admin" = [])), params(("sku" = String, Path, description = "A SKU: 1–64 of A-Z 0-9 -")),
+    responses((status = 200, description = "Who asked to be told", body = serde_json::Value)))]
 pub async fn list(
     State(state): State<NotifyState>,
     _admin: Admin<Ops>,

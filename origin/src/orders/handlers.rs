@@ -32,16 +32,17 @@ pub fn shard_error(shard: &str, error: &sqlx::Error) -> ApiError {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
     limit: Option<String>,
     cursor: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
-struct OrderPage {
-    items: Vec<OrderView>,
-    next_cursor: Option<String>,
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct OrderPage {
+    pub items: Vec<OrderView>,
+    pub next_cursor: Option<String>,
 }
 
 fn private<T: Serialize>(body: T) -> Response {
@@ -66,6 +67,8 @@ fn decode_cursor(raw: &str) -> Result<OrderId, ApiError> {
     OrderId::parse(id).map_err(|_| bad())
 }
 
+#[utoipa::path(get, path = "/v1/orders", tag = "orders", security(("shopper" = [])), params(ListQuery),
+    responses((status = 200, description = "The shopper's orders, newest first", body = OrderPage)))]
 pub async fn list(
     State(state): State<OrdersState>,
     shopper: Shopper,
@@ -109,6 +112,9 @@ pub async fn list(
     Ok(private(OrderPage { items, next_cursor }))
 }
 
+#[utoipa::path(get, path = "/v1/orders/{id}", tag = "orders", security(("shopper" = [])),
+    params(("id" = String, Path, description = "An order id (`<shard>.<uuid>`)")),
+    responses((status = 200, description = "The order", body = OrderView)))]
 pub async fn show(
     State(state): State<OrdersState>,
     shopper: Shopper,

@@ -61,7 +61,7 @@ impl std::fmt::Display for OrderId {
 ///    ↓          ↓  ↘          ↓           ↓          ↓          ↓
 /// cancelled  cancelled payment_failed cancelled cancelled refunded refunded
 /// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum OrderState {
     Pending,
@@ -127,7 +127,8 @@ pub struct OrderLine {
     pub unit_price_minor: i64,
 }
 
-/// An order as stored.
+/// An order as stored: the one model of an order row, for the API and
+/// for the checkout saga.
 #[derive(Debug, Clone)]
 pub struct Order {
     pub id: OrderId,
@@ -139,12 +140,17 @@ pub struct Order {
     pub reservation_id: Option<i64>,
     pub psp: Option<String>,
     pub payment_intent: Option<String>,
+    /// Providers whose authorization outcome stayed unknown: any stray
+    /// authorization there is voided once the order settles.
+    pub unknown_psps: Vec<String>,
     pub failure_reason: Option<String>,
+    /// Whether the shopper's answer is stored (the key's replay).
+    pub has_response: bool,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct OrderLineView {
     pub sku: String,
     pub name: String,
@@ -154,7 +160,7 @@ pub struct OrderLineView {
 }
 
 /// An order as the API shows it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct OrderView {
     pub id: String,
     pub state: OrderState,

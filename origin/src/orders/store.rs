@@ -7,23 +7,27 @@ use sqlx::types::Json;
 
 use super::model::{Order, OrderId, OrderLine, OrderState};
 
-struct OrderRow {
-    id: String,
-    user_id: String,
-    state: String,
-    currency: String,
-    total_minor: i64,
-    lines: Json<Vec<OrderLine>>,
-    reservation_id: Option<i64>,
-    psp: Option<String>,
-    payment_intent: Option<String>,
-    failure_reason: Option<String>,
-    created_at: DateTime<Utc>,
-    updated_at: DateTime<Utc>,
+/// An order row as every query selects it (`ORDER_COLUMNS`); the one
+/// mapping to [`Order`].
+pub(crate) struct OrderRow {
+    pub id: String,
+    pub user_id: String,
+    pub state: String,
+    pub currency: String,
+    pub total_minor: i64,
+    pub lines: Json<Vec<OrderLine>>,
+    pub reservation_id: Option<i64>,
+    pub psp: Option<String>,
+    pub payment_intent: Option<String>,
+    pub unknown_psps: Vec<String>,
+    pub failure_reason: Option<String>,
+    pub response_status: Option<i16>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
 }
 
 impl OrderRow {
-    fn into_order(self) -> Result<Order, sqlx::Error> {
+    pub(crate) fn into_order(self) -> Result<Order, sqlx::Error> {
         let state = OrderState::parse(&self.state).ok_or_else(|| {
             sqlx::Error::Decode(format!("unknown order state `{}`", self.state).into())
         })?;
@@ -38,7 +42,9 @@ impl OrderRow {
             reservation_id: self.reservation_id,
             psp: self.psp,
             payment_intent: self.payment_intent,
+            unknown_psps: self.unknown_psps,
             failure_reason: self.failure_reason,
+            has_response: self.response_status.is_some(),
             created_at: self.created_at,
             updated_at: self.updated_at,
         })
@@ -56,7 +62,7 @@ pub async fn order_of_user(
         r#"
         select id, user_id, state, currency, total_minor,
                lines as "lines: Json<Vec<OrderLine>>", reservation_id, psp, payment_intent,
-               failure_reason, created_at, updated_at
+               unknown_psps, failure_reason, response_status, created_at, updated_at
         from orders where id = $1 and user_id = $2
         "#,
         id.as_str(),
@@ -79,7 +85,7 @@ pub async fn orders_of_user(
         r#"
         select id, user_id, state, currency, total_minor,
                lines as "lines: Json<Vec<OrderLine>>", reservation_id, psp, payment_intent,
-               failure_reason, created_at, updated_at
+               unknown_psps, failure_reason, response_status, created_at, updated_at
         from orders
         where user_id = $1 and ($2::text is null or id < $2)
         order by id desc

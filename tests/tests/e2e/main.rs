@@ -12,6 +12,7 @@ mod cache;
 mod cart;
 mod checkout;
 mod connections;
+mod contract;
 mod crash;
 mod deadlines;
 mod edge;
