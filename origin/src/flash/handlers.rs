@@ -305,14 +305,10 @@ pub async fn close(
 ) -> Result<Response, ApiError> {
     let id = sale_id(&raw)?;
     let gate = state.gate()?;
-    let sale = store::end_now(&state.db, id)
+    // Only this region's sales: another region's is left untouched.
+    store::end_now(&state.db, id, &state.region)
         .await?
-        .ok_or_else(|| ApiError::NotFound("no such flash sale".into()))?;
-    if sale.region != state.region {
-        return Err(ApiError::NotFound(
-            "no such flash sale in this region".into(),
-        ));
-    }
+        .ok_or_else(|| ApiError::NotFound("no such flash sale in this region".into()))?;
     // The gate is closed by the workers too; closing it here stops claims
     // at once.
     if let Err(error) = gate.close(id).await {

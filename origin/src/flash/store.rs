@@ -241,15 +241,16 @@ pub async fn mark_purchased(db: &DbRouter, sale: i64, slot: i32) -> Result<(), s
 
 /// Ends sale `id` now (an admin's close): claims stop at the gate, and the
 /// workers close the books once every earlier claim is recorded. Returns
-/// the sale, `None` if there is none.
-pub async fn end_now(db: &DbRouter, id: i64) -> Result<Option<Sale>, sqlx::Error> {
+/// the sale, `None` if `region` has none by that id.
+pub async fn end_now(db: &DbRouter, id: i64, region: &str) -> Result<Option<Sale>, sqlx::Error> {
     let write = db.write();
     let mut tx = write.begin().await?;
     let sale = sqlx::query_as!(
         Sale,
-        r#"update flash_sales set ends_at = least(ends_at, now()) where id = $1
+        r#"update flash_sales set ends_at = least(ends_at, now()) where id = $1 and region = $2
            returning id, sku, quantity, per_user_limit, price_minor, region, state, hold_ms, ends_at"#,
-        id
+        id,
+        region
     )
     .fetch_optional(&mut *tx)
     .await?;

@@ -46,7 +46,20 @@ fn redis(dir: &std::path::Path) -> RedisServer {
 
 /// `POST path` with an optional queue cookie: (status, body, cookie set).
 async fn post(edge: &TestEdge, path: &str, cookie: Option<&str>) -> (u16, Value, Option<String>) {
+    post_as(edge, None, path, cookie).await
+}
+
+/// The same, as the shopper whose bearer token is `token`.
+async fn post_as(
+    edge: &TestEdge,
+    token: Option<&str>,
+    path: &str,
+    cookie: Option<&str>,
+) -> (u16, Value, Option<String>) {
     let mut request = edge.client.post(format!("{}{path}", edge.url)).body("{}");
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
     if let Some(cookie) = cookie {
         request = request.header("cookie", cookie);
     }
@@ -191,32 +204,12 @@ async fn admissions_belong_to_their_shopper_and_anonymous_checkouts_take_nothing
         timeout: Duration::from_millis(200),
     });
     let edge = TestEdge::start(config).await;
-    let send = |token: Option<String>, cookie: Option<String>, path: &'static str| {
-        let mut request = edge.client.post(format!("{}{path}", edge.url)).body("{}");
-        if let Some(token) = token {
-            request = request.bearer_auth(token);
-        }
-        if let Some(cookie) = cookie {
-            request = request.header("cookie", cookie);
-        }
-        async move {
-            let response = request.send().await.expect("post");
-            let status = response.status().as_u16();
-            let cookie = response
-                .headers()
-                .get("set-cookie")
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.split(';').next())
-                .map(str::to_string);
-            (status, cookie)
-        }
-    };
     let budget_taken = || edge.metric("meridian_edge_checkout_budget_total", &[]);
     let room_entries = || edge.metric("meridian_edge_waiting_room_total", &[]);
 
     // Anonymous: 401 for checkout and claims, nothing taken.
     for path in ["/v1/checkout", "/v1/flash-sales/3/claim"] {
-        assert_eq!(send(None, None, path).await.0, 401, "{path}");
+        assert_eq!(post_as(&edge, None, path, None).await.0, 401, "{path}");
     }
     assert_eq!(budget_taken().await, 0.0);
     assert_eq!(room_entries().await, 0.0);
@@ -224,24 +217,24 @@ async fn admissions_belong_to_their_shopper_and_anonymous_checkouts_take_nothing
     // u1 is admitted (the room holds one) and keeps its admission.
     let u1 = crate::helpers::shopper_token("u1", "us-east");
     let u2 = crate::helpers::shopper_token("u2", "us-east");
-    let (status, admission) = send(Some(u1.clone()), None, "/v1/checkout").await;
+    let (status, _, admission) = post_as(&edge, Some(&u1), "/v1/checkout", None).await;
     assert_eq!(status, 200);
     let admission = admission.expect("an admission cookie");
     assert_eq!(
-        send(Some(u1.clone()), Some(admission.clone()), "/v1/checkout")
+        post_as(&edge, Some(&u1), "/v1/checkout", Some(&admission))
             .await
             .0,
         200
     );
     // u2 presenting u1's admission is refused, not let in.
     assert_eq!(
-        send(Some(u2.clone()), Some(admission.clone()), "/v1/checkout")
+        post_as(&edge, Some(&u2), "/v1/checkout", Some(&admission))
             .await
             .0,
         403
     );
     // u2 alone queues behind u1 (the room is full).
-    assert_eq!(send(Some(u2), None, "/v1/checkout").await.0, 429);
+    assert_eq!(post_as(&edge, Some(&u2), "/v1/checkout", None).await.0, 429);
 
     // Every key of the room expires.
     for key in ["next", "admitted", "active", "rate"] {
