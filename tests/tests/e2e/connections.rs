@@ -83,6 +83,9 @@ async fn one_address_holding_thousands_of_half_requests_cannot_starve_the_edge()
     let dropped = closed(&held);
     println!("the edge closed {dropped} of 3000; the cap is 200 per address");
     assert!(dropped >= 2700, "{dropped} closed");
+    // What stays open is within the cap (a little under it, when the
+    // kernel's count caught connections still in the accept queue).
+    assert!(3000 - dropped <= 200, "{} open", 3000 - dropped);
 
     // Another client (another address) is served, the admin port answers.
     let other = client_from("127.0.0.2");
@@ -98,14 +101,14 @@ async fn one_address_holding_thousands_of_half_requests_cannot_starve_the_edge()
         .await
         .expect("the admin port answers");
     assert_eq!(admin.status(), 200);
-    // The greedy address itself is refused at once, not queued.
-    let started = Instant::now();
-    let refused = client_from("127.0.0.1")
-        .get(format!("http://{public}/p/more"))
-        .send()
-        .await;
-    assert!(refused.is_err(), "{refused:?}");
-    assert!(started.elapsed() < Duration::from_secs(2));
+    // More from the greedy address: still never beyond the cap.
+    let more = hold(public, 500).await;
+    eventually(
+        "the extra connections are dropped",
+        Duration::from_secs(10),
+        || async { 3500 - closed(&held) - closed(&more) <= 200 },
+    )
+    .await;
 
     // Once it lets go, it is served again.
     drop(held);
