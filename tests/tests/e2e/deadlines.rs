@@ -159,3 +159,68 @@ async fn a_frozen_primary_never_makes_a_checkout_hang() {
     assert_eq!(captured, 1);
     assert_eq!(count(&stack.psp("primary").ledger().await, "captured"), 1);
 }
+
+/// Through the public edge: a checkout that outlasts the origin's
+/// deadline (a slow payment provider) is a 202 with the order's Location
+/// — never a 504 from the edge for an order that then completes — and a
+/// retry with the same key gets that order once it is placed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_checkout_through_the_edge_is_accepted_not_timed_out() {
+    let stack = shop_stack(10).await;
+    let mut config = stack.origin_config(HOME);
+    config.checkout.deadline = Duration::from_millis(800);
+    let payments = config.payments.as_mut().expect("payments");
+    payments.request_timeout = Duration::from_secs(2);
+    payments.retries = 0;
+    let origin = TestOrigin::start(config).await;
+    let sku = stack.sellable_skus(1).await[0].0.clone();
+    set_stock(&origin, &sku, 10).await;
+    let public: std::net::SocketAddr = origin
+        .url
+        .trim_start_matches("http://")
+        .parse()
+        .expect("address");
+    let mut edge_config =
+        crate::edge::edge_config(HOME, vec![crate::edge::region(HOME, public, 0)]);
+    edge_config.identity = Some(meridian_edge::config::IdentityConfig {
+        hs256_secret: Some(crate::helpers::JWT_SECRET.into()),
+        es256_public_key: None,
+        cookie: "meridian_session".into(),
+    });
+    let edge = crate::edge::TestEdge::start(edge_config).await;
+    // Payments take 1.5 s: past the origin's 0.8 s deadline, within the
+    // edge's 5 s read timeout.
+    stack
+        .psp("primary")
+        .faults(json!({ "latency_ms": 1500 }))
+        .await;
+    let shopper = Shopper::new(&origin, "patient");
+    shopper.add(&sku, 1).await;
+    let checkout = || {
+        edge.client
+            .post(format!("{}/v1/checkout", edge.url))
+            .bearer_auth(&shopper.token)
+            .header("idempotency-key", "k-slow")
+            .json(&json!({}))
+            .send()
+    };
+    let first = checkout().await.expect("an answer");
+    assert_eq!(first.status(), 202, "{:?}", first.headers());
+    let location = first.headers()["location"].to_str().unwrap().to_string();
+    assert!(location.starts_with("/v1/orders/"), "{location}");
+    eventually("the order is placed", Duration::from_secs(20), || async {
+        checkout().await.is_ok_and(|again| again.status() == 201)
+    })
+    .await;
+    let order = edge
+        .client
+        .get(format!("{}{location}", edge.url))
+        .bearer_auth(&shopper.token)
+        .send()
+        .await
+        .expect("order");
+    assert_eq!(order.status(), 200);
+    let body: serde_json::Value = order.json().await.expect("json");
+    assert_eq!(body["state"], "captured", "{body}");
+    assert_eq!(count(&stack.psp("primary").ledger().await, "captured"), 1);
+}
