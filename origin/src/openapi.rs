@@ -20,6 +20,24 @@ use crate::catalog::{handlers as catalog, model as catalog_model};
 use crate::problem::{PROBLEM_JSON, Problem};
 use crate::{app, cart, checkout, discovery, flash, inventory, modes, notify_me, orders};
 
+/// `{id}` in a path, as every numeric-id route documents it.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct IdPath {
+    /// A positive id in canonical decimal (no sign, no leading zero)
+    #[allow(dead_code)]
+    id: String,
+}
+
+/// `{sku}` in a path, as every SKU route documents it.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct SkuPath {
+    /// A SKU: 1–64 of A-Z 0-9 -
+    #[allow(dead_code)]
+    sku: String,
+}
+
 #[derive(OpenApi)]
 #[openapi(
     info(

@@ -302,7 +302,7 @@ pub async fn add(
     Ok(respond(StatusCode::OK, view, resolved.set_cookie))
 }
 
-#[utoipa::path(patch, path = "/v1/cart/items/{sku}", tag = "cart", security(("shopper" = []), ()), params(("sku" = String, Path, description = "A SKU: 1–64 of A-Z 0-9 -")), request_body = UpdateItem,
+#[utoipa::path(patch, path = "/v1/cart/items/{sku}", tag = "cart", security(("shopper" = []), ()), params(crate::openapi::SkuPath), request_body = UpdateItem,
     responses((status = 200, description = "The cart", body = CartView)))]
 pub async fn update(
     State(state): State<CartState>,
@@ -338,7 +338,7 @@ pub async fn update(
     Ok(respond(StatusCode::OK, view, resolved.set_cookie))
 }
 
-#[utoipa::path(delete, path = "/v1/cart/items/{sku}", tag = "cart", security(("shopper" = []), ()), params(("sku" = String, Path, description = "A SKU: 1–64 of A-Z 0-9 -")),
+#[utoipa::path(delete, path = "/v1/cart/items/{sku}", tag = "cart", security(("shopper" = []), ()), params(crate::openapi::SkuPath),
     responses((status = 200, description = "The cart", body = CartView)))]
 pub async fn remove(
     State(state): State<CartState>,

@@ -203,7 +203,7 @@ async fn fx_table(state: &CatalogState) -> Result<FxTable, ApiError> {
 }
 
 /// `GET /v1/products/{id}`
-#[utoipa::path(get, path = "/v1/products/{id}", tag = "catalog", params(("id" = String, Path, description = "A positive id in canonical decimal (no sign, no leading zero)"), ProductQuery),
+#[utoipa::path(get, path = "/v1/products/{id}", tag = "catalog", params(crate::openapi::IdPath, ProductQuery),
     responses((status = 200, description = "The product", body = super::model::ProductView), (status = 304, description = "Not modified (If-None-Match)")))]
 #[tracing::instrument(level = "debug", skip_all, fields(id = %raw_id))]
 pub async fn get_product(
@@ -564,7 +564,7 @@ async fn expected_version(
 
 /// `PUT /v1/admin/products/{id}`: accepts what `GET` returns; honours
 /// `If-Match` and the body's `version` (412 for a lost update).
-#[utoipa::path(put, path = "/v1/admin/products/{id}", tag = "admin", security(("admin" = [])), params(("id" = String, Path, description = "A positive id in canonical decimal (no sign, no leading zero)"),
+#[utoipa::path(put, path = "/v1/admin/products/{id}", tag = "admin", security(("admin" = [])), params(crate::openapi::IdPath,
         ("If-Match" = Option<String>, Header, description = "The ETag of GET /v1/products/{id}: a precondition")),
     request_body = super::model::ProductInput,
     responses((status = 200, description = "Updated", body = super::model::ProductView)))]

@@ -56,7 +56,7 @@ fn respond(state: &DiscoveryState, body: Value, tags: String, off: Option<Featur
 
 /// `GET /v1/products/{id}/recommendations`: up to 8 products of the same
 /// category, nearest in price.
-#[utoipa::path(get, path = "/v1/products/{id}/recommendations", tag = "discovery", params(("id" = String, Path, description = "A positive id in canonical decimal (no sign, no leading zero)")),
+#[utoipa::path(get, path = "/v1/products/{id}/recommendations", tag = "discovery", params(crate::openapi::IdPath),
     responses((status = 200, description = "Recommended products (empty while the feature is off)", body = serde_json::Value)))]
 pub async fn recommendations(
     State(state): State<DiscoveryState>,
@@ -135,7 +135,7 @@ pub async fn suggestions(
 
 /// `GET /v1/products/{id}/reviews`: the count, average rating and newest
 /// 20 reviews.
-#[utoipa::path(get, path = "/v1/products/{id}/reviews", tag = "discovery", params(("id" = String, Path, description = "A positive id in canonical decimal (no sign, no leading zero)")),
+#[utoipa::path(get, path = "/v1/products/{id}/reviews", tag = "discovery", params(crate::openapi::IdPath),
     responses((status = 200, description = "Reviews (empty while the feature is off)", body = serde_json::Value)))]
 pub async fn reviews(
     State(state): State<DiscoveryState>,

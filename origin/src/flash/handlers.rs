@@ -187,7 +187,7 @@ pub async fn create(
 pub const SOLD_OUT: HeaderName = HeaderName::from_static("x-meridian-sold-out");
 
 /// One claim: an answer from Redis alone.
-#[utoipa::path(post, path = "/v1/flash-sales/{id}/claim", tag = "flash-sales", security(("shopper" = [])), params(("id" = String, Path, description = "A positive id in canonical decimal (no sign, no leading zero)")),
+#[utoipa::path(post, path = "/v1/flash-sales/{id}/claim", tag = "flash-sales", security(("shopper" = [])), params(crate::openapi::IdPath),
     responses((status = 202, description = "Won: queued to be recorded", body = serde_json::Value)))]
 pub async fn claim(
     State(state): State<FlashState>,
@@ -274,7 +274,7 @@ fn flash_problem(status: StatusCode, slug: &'static str, detail: &str, sale: i64
 }
 
 /// The caller's claims of a sale as the ledger records them.
-#[utoipa::path(get, path = "/v1/flash-sales/{id}/claims", tag = "flash-sales", security(("shopper" = [])), params(("id" = String, Path, description = "A positive id in canonical decimal (no sign, no leading zero)")),
+#[utoipa::path(get, path = "/v1/flash-sales/{id}/claims", tag = "flash-sales", security(("shopper" = [])), params(crate::openapi::IdPath),
     responses((status = 200, description = "The caller's recorded claims", body = serde_json::Value)))]
 pub async fn my_claims(
     State(state): State<FlashState>,
@@ -296,7 +296,7 @@ pub async fn my_claims(
 
 /// Ends a sale now: no claim is won from here on; claims won before are
 /// still recorded, then the sale is closed (`state` in the report).
-#[utoipa::path(post, path = "/v1/admin/flash-sales/{id}/close", tag = "admin", security(("admin" = [])), params(("id" = String, Path, description = "A positive id in canonical decimal (no sign, no leading zero)")),
+#[utoipa::path(post, path = "/v1/admin/flash-sales/{id}/close", tag = "admin", security(("admin" = [])), params(crate::openapi::IdPath),
     responses((status = 200, description = "The sale's books", body = serde_json::Value)))]
 pub async fn close(
     State(state): State<FlashState>,
@@ -319,7 +319,7 @@ pub async fn close(
 }
 
 /// A sale's books: the ledger's counts beside the gate's counter.
-#[utoipa::path(get, path = "/v1/admin/flash-sales/{id}", tag = "admin", security(("admin" = [])), params(("id" = String, Path, description = "A positive id in canonical decimal (no sign, no leading zero)")),
+#[utoipa::path(get, path = "/v1/admin/flash-sales/{id}", tag = "admin", security(("admin" = [])), params(crate::openapi::IdPath),
     responses((status = 200, description = "The sale's books", body = serde_json::Value)))]
 pub async fn report(
     State(state): State<FlashState>,

@@ -24,7 +24,7 @@ pub struct AvailabilityView {
     pub in_stock: bool,
 }
 
-#[utoipa::path(get, path = "/v1/inventory/{sku}", tag = "inventory", params(("sku" = String, Path, description = "A SKU: 1–64 of A-Z 0-9 -")),
+#[utoipa::path(get, path = "/v1/inventory/{sku}", tag = "inventory", params(crate::openapi::SkuPath),
     responses((status = 200, description = "Availability", body = AvailabilityView)))]
 pub async fn availability(
     State(state): State<InventoryState>,
@@ -90,7 +90,7 @@ pub struct StockView {
 
 /// Sets the units in stock. It may not go below what reservations hold
 /// (409): those units are promised to checkouts in flight.
-#[utoipa::path(put, path = "/v1/admin/inventory/{sku}", tag = "admin", security(("admin" = [])), params(("sku" = String, Path, description = "A SKU: 1–64 of A-Z 0-9 -")),
+#[utoipa::path(put, path = "/v1/admin/inventory/{sku}", tag = "admin", security(("admin" = [])), params(crate::openapi::SkuPath),
     request_body = StockInput, responses((status = 200, description = "Stock set", body = StockView)))]
 #[tracing::instrument(skip(state, input), fields(admin = %admin.name))]
 pub async fn set_on_hand(

@@ -123,7 +123,7 @@ pub async fn request(
 
 /// `GET /v1/admin/notify-me/{sku}`: every request for the SKU, oldest
 /// first.
-#[utoipa::path(get, path = "/v1/admin/notify-me/{sku}", tag = "admin", security(("admin" = [])), params(("sku" = String, Path, description = "A SKU: 1–64 of A-Z 0-9 -")),
+#[utoipa::path(get, path = "/v1/admin/notify-me/{sku}", tag = "admin", security(("admin" = [])), params(crate::openapi::SkuPath),
     responses((status = 200, description = "Who asked to be told", body = serde_json::Value)))]
 pub async fn list(
     State(state): State<NotifyState>,

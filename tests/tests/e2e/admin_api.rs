@@ -41,6 +41,14 @@ async fn put(
     request.send().await.expect("put")
 }
 
+/// The read-your-writes token a write answered with.
+fn lsn_of(written: &reqwest::Response) -> String {
+    written.headers()["x-meridian-lsn"]
+        .to_str()
+        .unwrap()
+        .to_string()
+}
+
 /// A product with variants, so their shown prices travel too.
 async fn product_with_variants(stack: &TestStack) -> i64 {
     let mut conn = stack.primary_conn().await;
@@ -64,10 +72,7 @@ async fn get_then_put_round_trips_and_stale_writes_are_refused() {
     body["name"] = "Round Trip".into();
     let written = put(&origin, id, &body, Some(&etag)).await;
     assert_eq!(written.status(), 200);
-    let lsn = written.headers()["x-meridian-lsn"]
-        .to_str()
-        .unwrap()
-        .to_string();
+    let lsn = lsn_of(&written);
     let (after, new_etag) = read(&origin, id, Some(&lsn)).await;
     assert_eq!(after["name"], "Round Trip");
     assert_eq!(after["version"], version + 1);
@@ -89,10 +94,7 @@ async fn get_then_put_round_trips_and_stale_writes_are_refused() {
     );
     let written = put(&origin, id, &fresh, Some(&new_etag)).await;
     assert_eq!(written.status(), 200);
-    let lsn = written.headers()["x-meridian-lsn"]
-        .to_str()
-        .unwrap()
-        .to_string();
+    let lsn = lsn_of(&written);
 
     // Contradictions are refused with a problem naming the field.
     let (current, _) = read(&origin, id, Some(&lsn)).await;
