@@ -81,6 +81,11 @@ pub struct EdgeConfig {
     /// for an edge behind a proxy that concentrates clients).
     #[serde(default = "defaults::max_connections_per_address")]
     pub max_connections_per_address: u32,
+    /// A request head (a connection's first, or the next one on a kept-alive
+    /// connection, from its first byte) must be complete within this; the
+    /// connection is closed otherwise.
+    #[serde(with = "humantime_serde", default = "defaults::request_head_timeout")]
+    pub request_head_timeout: Duration,
     /// Seconds to keep serving in-flight requests on shutdown.
     #[serde(default = "defaults::grace_period")]
     pub grace_period_seconds: u64,
@@ -468,6 +473,9 @@ mod defaults {
     pub fn max_connections_per_address() -> u32 {
         512
     }
+    pub fn request_head_timeout() -> Duration {
+        Duration::from_secs(5)
+    }
     pub fn write_buffer_bytes() -> usize {
         16 * 1024
     }
@@ -658,6 +666,14 @@ impl EdgeConfig {
         }
         if !(8..=256).contains(&self.max_request_headers) {
             return invalid("max_request_headers", "must be between 8 and 256".into());
+        }
+        if !(Duration::from_millis(100)..=Duration::from_secs(60))
+            .contains(&self.request_head_timeout)
+        {
+            return invalid(
+                "request_head_timeout",
+                "must be between 100ms and 60s".into(),
+            );
         }
         if !(1460..=1024 * 1024).contains(&self.write_buffer_bytes) {
             return invalid(

@@ -12,6 +12,8 @@
 //! - [`upstream`]: health-checked origin pools per region.
 //! - [`connection_cap`]: at most so many open connections per client
 //!   address on the public listeners.
+//! - [`head_deadline`]: public connections whose request head does not
+//!   arrive in time are closed.
 //! - [`geo`]: the client's region (trusted header, GeoIP database, default).
 //! - [`identity`]: shopper JWTs, for home-region routing.
 //! - [`rate_limiting`]: token buckets per route class, IP and user; the
@@ -36,6 +38,7 @@ pub mod cache;
 pub mod config;
 pub mod connection_cap;
 pub mod geo;
+pub mod head_deadline;
 pub mod identity;
 pub mod metrics;
 pub mod modes;

@@ -115,6 +115,8 @@ pub struct EdgeMetrics {
     pub maintenance_answers: prometheus::IntCounter,
     /// Connections dropped at accept: their address held too many.
     pub connections_refused: prometheus::IntCounter,
+    /// Connections cut off: a request head not complete in time.
+    pub request_heads_timed_out: prometheus::IntCounter,
     cache_items: IntGauge,
     cache_bytes: IntGauge,
     cache_evictions: IntGauge,
@@ -286,6 +288,13 @@ impl EdgeMetrics {
                 prometheus::IntCounter::new(
                     "connections_refused_total",
                     "Connections dropped at accept because their client address held too many",
+                )?,
+            ),
+            request_heads_timed_out: register(
+                &registry,
+                prometheus::IntCounter::new(
+                    "request_heads_timed_out_total",
+                    "Connections closed because a request head was not complete within request_head_timeout",
                 )?,
             ),
             maintenance_answers: register(

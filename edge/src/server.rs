@@ -15,10 +15,12 @@ use pingora::listeners::ListenerConfig;
 use pingora::listeners::tls::TlsSettings;
 
 use crate::connection_cap::ConnectionCap;
+use crate::head_deadline::HeadDeadline;
 use pingora::protocols::l4::stream::L4BufferSettings;
 use pingora::server::configuration::ServerConf;
 use pingora::server::{RunArgs, Server, ShutdownSignalWatch};
 use pingora::services::background::background_service;
+use pingora::services::listening::Service;
 
 use crate::admin::{AdminService, AdminState};
 use crate::bots::BotScorer;
@@ -173,8 +175,14 @@ impl EdgeServer {
                 max_headers: config.max_request_headers,
             },
         };
-        let mut service =
-            pingora::proxy::http_proxy_service_with_name(&server.configuration, proxy, "edge");
+        let mut app = pingora::proxy::http_proxy(&server.configuration, proxy);
+        let mut options = HttpServerOptions::default();
+        options.h2c = true;
+        app.server_options = Some(options);
+        let mut service = Service::new(
+            "edge".to_string(),
+            HeadDeadline::new(app, config.request_head_timeout, metrics.clone()),
+        );
         if config.max_connections_per_address > 0 {
             let ports = std::iter::once(config.listen.port())
                 .chain(config.tls.as_ref().map(|tls| tls.listen.port()))
@@ -184,11 +192,6 @@ impl EdgeServer {
                 ports,
                 metrics.clone(),
             )));
-        }
-        if let Some(app) = service.app_logic_mut() {
-            let mut options = HttpServerOptions::default();
-            options.h2c = true;
-            app.server_options = Some(options);
         }
         // Larger than a typical cached response, so header and body leave
         // in one `send()` (pingora's default, 1,460 bytes, splits a ~2 KiB

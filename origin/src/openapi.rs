@@ -26,6 +26,7 @@ use crate::{app, cart, checkout, discovery, flash, inventory, modes, notify_me, 
 pub struct IdPath {
     /// A positive id in canonical decimal (no sign, no leading zero)
     #[allow(dead_code)]
+    #[param(pattern = r"^[1-9][0-9]{0,18}$")]
     id: String,
 }
 
@@ -33,8 +34,9 @@ pub struct IdPath {
 #[derive(utoipa::IntoParams)]
 #[into_params(parameter_in = Path)]
 pub struct SkuPath {
-    /// A SKU: 1–64 of A-Z 0-9 -
+    /// A SKU: 1–64 of A-Z 0-9 -, starting with a letter or digit
     #[allow(dead_code)]
+    #[param(pattern = r"^[A-Z0-9][A-Z0-9-]{0,63}$")]
     sku: String,
 }
 

@@ -266,6 +266,7 @@ pub fn edge_config(
         max_request_header_bytes: 32 * 1024,
         max_request_headers: 100,
         max_connections_per_address: 512,
+        request_head_timeout: std::time::Duration::from_secs(5),
         // A local stack is for development: show the cache key parts.
         debug_headers: true,
         grace_period_seconds: 1,

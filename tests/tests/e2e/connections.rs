@@ -2,14 +2,14 @@
 //! of half-sent requests must not take a region down. At the edge, an
 //! address gets at most `max_connections_per_address` open connections
 //! (the rest are dropped as they arrive) while other clients and the admin
-//! port are served; at the origin, a half-sent request head is cut off
-//! after `request_head_timeout`, and the internal listener stays
-//! reachable meanwhile.
+//! port are served; at the edge and the origin, a request head not
+//! complete within `request_head_timeout` is cut off (the connection is
+//! closed), and the origin's internal listener stays reachable meanwhile.
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::edge::upstream::TestUpstream;
@@ -157,4 +157,92 @@ async fn the_origin_cuts_off_half_sent_heads_and_keeps_its_internal_listener() {
         took >= Duration::from_millis(900),
         "not before the deadline: {took:?}"
     );
+}
+
+/// Reads one whole response (head and `Content-Length` body) off `stream`.
+async fn read_response(stream: &mut TcpStream) -> String {
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = stream.read(&mut buf).await.expect("read a response");
+        assert!(n > 0, "closed before a whole response");
+        seen.extend_from_slice(&buf[..n]);
+        let text = String::from_utf8_lossy(&seen).to_string();
+        let Some(head_end) = text.find("\r\n\r\n") else {
+            continue;
+        };
+        let length: usize = text[..head_end]
+            .lines()
+            .find_map(|line| {
+                let (name, value) = line.split_once(':')?;
+                name.eq_ignore_ascii_case("content-length")
+                    .then(|| value.trim().parse().ok())?
+            })
+            .unwrap_or(0);
+        if seen.len() >= head_end + 4 + length {
+            return text;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_edge_cuts_off_request_heads_that_do_not_arrive_in_time() {
+    let upstream = TestUpstream::start(HOME).await;
+    let mut config = edge_config(HOME, vec![region(HOME, upstream.addr, 0)]);
+    config.request_head_timeout = Duration::from_secs(1);
+    let public = config.listen;
+    let edge = TestEdge::start(config).await;
+
+    let started = Instant::now();
+    let mut slow = Vec::new();
+    // Says nothing at all.
+    slow.push(TcpStream::connect(public).await.expect("connect"));
+    // A request line only: fewer bytes than pingora's h2c preface check
+    // waits for (which has no timeout of its own).
+    let mut line = TcpStream::connect(public).await.expect("connect");
+    line.write_all(b"GET /p/line HTTP/1.1\r\n")
+        .await
+        .expect("write");
+    slow.push(line);
+    // Half a head.
+    slow.push(hold(public, 1).await.remove(0));
+    // A whole request answered, then half of the next head on the same
+    // (kept-alive) connection.
+    let mut kept = TcpStream::connect(public).await.expect("connect");
+    kept.write_all(b"GET /p/first HTTP/1.1\r\nHost: meridian.test\r\n\r\n")
+        .await
+        .expect("write");
+    let first = read_response(&mut kept).await;
+    assert!(first.starts_with("HTTP/1.1 200"), "{first}");
+    kept.write_all(HALF_HEAD).await.expect("write");
+    slow.push(kept);
+
+    // A head sent in two parts, both within the deadline, is served.
+    let mut patient = TcpStream::connect(public).await.expect("connect");
+    patient.write_all(HALF_HEAD).await.expect("write");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    patient.write_all(b"\r\n").await.expect("write");
+    let answer = read_response(&mut patient).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+
+    eventually(
+        "the edge closes every connection whose head is late",
+        Duration::from_secs(10),
+        || async { closed(&slow) == slow.len() },
+    )
+    .await;
+    let took = started.elapsed();
+    println!("4 late heads cut off after {took:?} (deadline 1 s)");
+    assert!(
+        took >= Duration::from_millis(900),
+        "not before the deadline: {took:?}"
+    );
+    assert!(
+        edge.metric("meridian_edge_request_heads_timed_out_total", &[])
+            .await
+            >= 4.0
+    );
+    // The patient connection, kept alive and idle, is not cut off by the
+    // head deadline (idle time between requests is the keep-alive's).
+    assert_eq!(closed(std::slice::from_ref(&patient)), 0);
 }

@@ -102,6 +102,9 @@ async fn tls_with_http2_and_http1_and_h2c() {
         cert,
         key,
     });
+    // Short, so the HTTP/2 connections below outlive it: their frames are
+    // not timed as request heads.
+    config.request_head_timeout = Duration::from_millis(200);
     let edge = TestEdge::start(config).await;
     let root = reqwest::Certificate::from_pem(certified.cert.pem().as_bytes()).unwrap();
     let url = format!("https://localhost:{tls_port}/tls?cc=public,max-age=60");
@@ -146,4 +149,21 @@ async fn tls_with_http2_and_http1_and_h2c() {
         assert_eq!(response.version(), reqwest::Version::HTTP_2);
         assert_eq!(x_cache(&response), expected);
     }
+
+    // Idle for longer than the head deadline, the HTTP/2 connections (TLS
+    // and h2c) and the HTTP/1.1 one still serve the next request.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for (client, url) in [
+        (&h2, url.clone()),
+        (&h1, url.clone()),
+        (&h2c, format!("{}/tls?cc=public,max-age=60", edge.url)),
+    ] {
+        let response = client.get(url).send().await.expect("a kept connection");
+        assert_eq!(response.status(), 200);
+    }
+    assert_eq!(
+        edge.metric("meridian_edge_request_heads_timed_out_total", &[])
+            .await,
+        0.0
+    );
 }
