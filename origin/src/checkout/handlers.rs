@@ -227,7 +227,8 @@ pub async fn checkout(
 /// The checkout's answer once its deadline passed while it still runs:
 /// the order as it stands (`202 Accepted`, `Location`: the same order a
 /// retry with the same key gets), or `503` + `Retry-After` when no order
-/// was written yet (nothing happened; retry with the same key).
+/// was written yet, or when the order shard cannot say in time (either
+/// way, a retry with the same key gets the one order, if there is one).
 async fn past_deadline(
     state: &CheckoutState,
     user: &UserId,
@@ -245,8 +246,11 @@ async fn past_deadline(
             Some((status, body)) => replay(status, body),
             None => accepted(&found.id, &found.state),
         }),
-        _ => Err(ApiError::Unavailable(
+        Ok(Ok(None)) => Err(ApiError::Unavailable(
             "the checkout did not finish in time and nothing was written yet; retry with the same Idempotency-Key".into(),
+        )),
+        Ok(Err(_)) | Err(_) => Err(ApiError::Unavailable(
+            "the checkout did not finish in time and the order store cannot say yet whether an order was written; retry with the same Idempotency-Key (it never places a second order)".into(),
         )),
     }
 }
