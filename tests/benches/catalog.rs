@@ -176,7 +176,7 @@ async fn run(seconds: u64, runs: u64) {
         }),
     );
     let mut bare_urls = Vec::new();
-    for router in [bare, bare_same_headers] {
+    for router in [bare, bare_same_headers.clone()] {
         let listener = tokio::net::TcpListener::bind(any_port).await.unwrap();
         bare_urls.push(format!(
             "http://{}/v1/products/1",
@@ -184,6 +184,21 @@ async fn run(seconds: u64, runs: u64) {
         ));
         tokio::spawn(async move { axum::serve(listener, router).await });
     }
+    // The second bare handler again, through the origin's own server loop
+    // (`serve`: head deadline, graceful drain) instead of `axum::serve`:
+    // what the loop costs, apart from the catalog's own work.
+    let listener = tokio::net::TcpListener::bind(any_port).await.unwrap();
+    bare_urls.push(format!(
+        "http://{}/v1/products/1",
+        listener.local_addr().unwrap()
+    ));
+    tokio::spawn(meridian_origin::serve::serve(
+        listener,
+        bare_same_headers,
+        std::time::Duration::from_secs(5),
+        std::time::Duration::from_secs(1),
+        std::future::pending(),
+    ));
 
     println!(
         "GET /v1/products/1, wrk -t1 -c64 -d{seconds}s pinned to CPU 1, servers on CPU 0, median of {runs} interleaved runs\n"
@@ -191,12 +206,13 @@ async fn run(seconds: u64, runs: u64) {
     let targets = [
         ("bare axum, same body", bare_urls[0].clone()),
         ("bare axum, same body and headers", bare_urls[1].clone()),
+        ("the same through the origin's loop", bare_urls[2].clone()),
         ("origin, L1 hit", urls[0].clone()),
         ("origin, L2 hit (L1 off)", urls[1].clone()),
         ("origin, replica read (no cache)", urls[2].clone()),
     ];
     let figures = measure_all(&targets, seconds, runs).await;
-    let (bare, bare_headers, l1) = (&figures[0], &figures[1], &figures[2]);
+    let (bare, bare_headers, bare_loop, l1) = (&figures[0], &figures[1], &figures[2], &figures[3]);
     println!(
         "\nL1 hit / bare handler (same body) = {:.2}x throughput (goal >= 0.80x)",
         l1.rps / bare.rps
@@ -204,6 +220,10 @@ async fn run(seconds: u64, runs: u64) {
     println!(
         "L1 hit / bare handler (same body and headers) = {:.2}x throughput",
         l1.rps / bare_headers.rps
+    );
+    println!(
+        "origin's server loop / axum::serve (same handler) = {:.2}x throughput",
+        bare_loop.rps / bare_headers.rps
     );
     drop(stack);
 }

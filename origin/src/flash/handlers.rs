@@ -5,7 +5,10 @@ use std::time::Duration;
 use axum::extract::State;
 use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde::Deserialize;
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::FlashState;
@@ -60,7 +63,68 @@ fn gate_error(state: &FlashState, error: super::gate::GateError) -> ApiError {
     ApiError::Unavailable("the flash-sale gate is unreachable; retry shortly".into())
 }
 
-fn no_store(status: StatusCode, body: serde_json::Value) -> Response {
+/// A sale as opened.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct SaleOpened {
+    pub id: i64,
+    pub sku: String,
+    pub quantity: i32,
+    pub per_user_limit: i32,
+    /// The sale price in minor units; null: the variant's price.
+    pub price_minor: Option<i64>,
+    /// The region whose shoppers can claim it.
+    pub region: String,
+    pub ends_at: DateTime<Utc>,
+}
+
+/// A won claim, queued to be recorded in the ledger.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ClaimWon {
+    pub sale_id: i64,
+    /// The unit's slot in the sale (1..quantity).
+    pub slot: u32,
+    /// The caller's how-many-th unit of this sale (1-based).
+    pub unit: u32,
+    /// Always `queued`.
+    pub status: String,
+}
+
+/// One recorded claim of the caller.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct RecordedClaim {
+    pub slot: i32,
+    /// `reserved` (a unit held for the caller), `purchased` or `failed`.
+    pub state: String,
+    /// The stock reservation holding the unit, once recorded.
+    pub reservation_id: Option<i64>,
+}
+
+/// The caller's recorded claims of a sale.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct MyClaims {
+    pub sale_id: i64,
+    pub claims: Vec<RecordedClaim>,
+}
+
+/// A sale's books: the ledger's counts beside the gate's counter.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct SaleReport {
+    pub id: i64,
+    pub sku: String,
+    pub quantity: i32,
+    /// `open`, `closing` (ended, claims still being recorded) or `closed`.
+    pub state: String,
+    pub ends_at: DateTime<Utc>,
+    pub closed_at: Option<DateTime<Utc>>,
+    /// Recorded claims per ledger state.
+    pub claims: BTreeMap<String, i64>,
+    /// Units the gate can still give; null when the gate is unreachable.
+    pub gate_remaining: Option<i64>,
+    /// Won but not yet recorded; null when the gate is unreachable.
+    pub queued: Option<i64>,
+}
+
+fn no_store(status: StatusCode, body: impl Serialize) -> Response {
     (
         status,
         [(
@@ -74,7 +138,7 @@ fn no_store(status: StatusCode, body: serde_json::Value) -> Response {
 
 /// Opens a sale of `quantity` units of `sku` in this origin's region.
 #[utoipa::path(post, path = "/v1/admin/flash-sales", tag = "admin", security(("admin" = [])), request_body = NewSale,
-    responses((status = 201, description = "The sale", body = serde_json::Value)))]
+    responses((status = 201, description = "The sale", body = SaleOpened)))]
 pub async fn create(
     State(state): State<FlashState>,
     admin: Admin<Catalog>,
@@ -171,15 +235,15 @@ pub async fn create(
     tracing::info!(admin = %admin.name, sale = id, sku = sku.as_str(), quantity, "flash sale opened");
     Ok(no_store(
         StatusCode::CREATED,
-        json!({
-            "id": id,
-            "sku": sku.as_str(),
-            "quantity": quantity,
-            "per_user_limit": limit,
-            "price_minor": input.price_minor,
-            "region": state.region,
-            "ends_at": ends_at,
-        }),
+        SaleOpened {
+            id,
+            sku: sku.as_str().to_string(),
+            quantity,
+            per_user_limit: limit,
+            price_minor: input.price_minor,
+            region: state.region.clone(),
+            ends_at,
+        },
     ))
 }
 
@@ -188,7 +252,7 @@ pub const SOLD_OUT: HeaderName = HeaderName::from_static("x-meridian-sold-out");
 
 /// One claim: an answer from Redis alone.
 #[utoipa::path(post, path = "/v1/flash-sales/{id}/claim", tag = "flash-sales", security(("shopper" = [])), params(crate::openapi::IdPath),
-    responses((status = 202, description = "Won: queued to be recorded", body = serde_json::Value)))]
+    responses((status = 202, description = "Won: queued to be recorded", body = ClaimWon)))]
 pub async fn claim(
     State(state): State<FlashState>,
     shopper: Shopper,
@@ -207,7 +271,12 @@ pub async fn claim(
             "won",
             Ok(no_store(
                 StatusCode::ACCEPTED,
-                json!({ "sale_id": id, "slot": slot, "unit": user_seq, "status": "queued" }),
+                ClaimWon {
+                    sale_id: id,
+                    slot,
+                    unit: user_seq,
+                    status: "queued".into(),
+                },
             )),
         ),
         // The header tells the edge's waiting room to stop queueing.
@@ -275,7 +344,7 @@ fn flash_problem(status: StatusCode, slug: &'static str, detail: &str, sale: i64
 
 /// The caller's claims of a sale as the ledger records them.
 #[utoipa::path(get, path = "/v1/flash-sales/{id}/claims", tag = "flash-sales", security(("shopper" = [])), params(crate::openapi::IdPath),
-    responses((status = 200, description = "The caller's recorded claims", body = serde_json::Value)))]
+    responses((status = 200, description = "The caller's recorded claims", body = MyClaims)))]
 pub async fn my_claims(
     State(state): State<FlashState>,
     shopper: Shopper,
@@ -284,20 +353,27 @@ pub async fn my_claims(
     let user = shopper.user()?;
     let id = sale_id(&raw)?;
     let claims = store::claims_of(&state.db, id, user.as_str()).await?;
-    let items: Vec<serde_json::Value> = claims
+    let claims = claims
         .into_iter()
-        .map(|(slot, state, reservation)| json!({ "slot": slot, "state": state, "reservation_id": reservation }))
+        .map(|(slot, state, reservation_id)| RecordedClaim {
+            slot,
+            state,
+            reservation_id,
+        })
         .collect();
     Ok(no_store(
         StatusCode::OK,
-        json!({ "sale_id": id, "claims": items }),
+        MyClaims {
+            sale_id: id,
+            claims,
+        },
     ))
 }
 
 /// Ends a sale now: no claim is won from here on; claims won before are
 /// still recorded, then the sale is closed (`state` in the report).
 #[utoipa::path(post, path = "/v1/admin/flash-sales/{id}/close", tag = "admin", security(("admin" = [])), params(crate::openapi::IdPath),
-    responses((status = 200, description = "The sale's books", body = serde_json::Value)))]
+    responses((status = 200, description = "The sale's books", body = SaleReport)))]
 pub async fn close(
     State(state): State<FlashState>,
     admin: Admin<Catalog>,
@@ -320,7 +396,7 @@ pub async fn close(
 
 /// A sale's books: the ledger's counts beside the gate's counter.
 #[utoipa::path(get, path = "/v1/admin/flash-sales/{id}", tag = "admin", security(("admin" = [])), params(crate::openapi::IdPath),
-    responses((status = 200, description = "The sale's books", body = serde_json::Value)))]
+    responses((status = 200, description = "The sale's books", body = SaleReport)))]
 pub async fn report(
     State(state): State<FlashState>,
     _admin: Admin<Catalog>,
@@ -344,16 +420,16 @@ pub async fn report(
     };
     Ok(no_store(
         StatusCode::OK,
-        json!({
-            "id": sale.id,
-            "sku": sale.sku,
-            "quantity": sale.quantity,
-            "state": lifecycle,
-            "ends_at": sale.ends_at,
-            "closed_at": closed_at,
-            "claims": counts.into_iter().collect::<std::collections::BTreeMap<_, _>>(),
-            "gate_remaining": remaining,
-            "queued": queued,
-        }),
+        SaleReport {
+            id: sale.id,
+            sku: sale.sku,
+            quantity: sale.quantity,
+            state: lifecycle.to_string(),
+            ends_at: sale.ends_at,
+            closed_at,
+            claims: counts.into_iter().collect(),
+            gate_remaining: remaining,
+            queued,
+        },
     ))
 }

@@ -20,11 +20,10 @@ use axum::extract::{Query, State};
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use meridian_topology::modes::{Effective, Feature, Mode, ModeTable, Setting};
-use serde::{Deserialize, Deserializer};
-use serde_json::{Value, json};
+use serde::{Deserialize, Deserializer, Serialize};
 
 use super::ModesState;
-use super::store::{self, Change, GLOBAL, StoreError};
+use super::store::{self, Change, GLOBAL, Recorded, StoreError};
 use crate::auth::{Admin, Ops};
 use crate::problem::{ApiError, ApiJson, ApiPath};
 
@@ -38,7 +37,51 @@ fn store_error(error: StoreError) -> ApiError {
     }
 }
 
-fn private(body: Value) -> Response {
+/// `GET /v1/admin/modes`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ModesOverview {
+    /// The global default.
+    pub global: Setting,
+    /// Each region's override (what it sets explicitly).
+    pub regions: BTreeMap<String, Setting>,
+    /// What each known region runs with.
+    pub effective: BTreeMap<String, Effective>,
+}
+
+/// `GET /v1/admin/modes/{region}`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ScopeSetting {
+    /// A region, or `global`.
+    pub scope: String,
+    pub setting: Setting,
+    /// What the region runs with (absent for `global`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub effective: Option<Effective>,
+}
+
+/// `PUT /v1/admin/modes/{region}`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ModeChanged {
+    /// A region, or `global`.
+    pub scope: String,
+    pub before: Setting,
+    pub after: Setting,
+    /// The admin token's name, as recorded in the audit log.
+    pub changed_by: String,
+    /// What the regions the change reaches now run with.
+    pub effective: BTreeMap<String, Effective>,
+}
+
+/// `GET /v1/admin/modes/history`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ModeHistory {
+    /// Newest first.
+    pub changes: Vec<Recorded>,
+    /// `before` for the next page; null on the last one.
+    pub next_before: Option<i64>,
+}
+
+fn private(body: impl Serialize) -> Response {
     (
         [(
             header::CACHE_CONTROL,
@@ -51,7 +94,7 @@ fn private(body: Value) -> Response {
 
 /// `GET /v1/modes`: this origin's applied setting, no database read.
 #[utoipa::path(get, path = "/v1/modes", tag = "modes",
-    responses((status = 200, description = "The setting this origin applies for its region", body = serde_json::Value)))]
+    responses((status = 200, description = "The setting this origin applies for its region", body = meridian_topology::modes::Announcement)))]
 pub async fn applied(State(state): State<ModesState>) -> Response {
     let announcement = state.applied.current().announcement(&state.region);
     (
@@ -98,22 +141,23 @@ fn effective_view(table: &ModeTable, regions: &[String]) -> BTreeMap<String, Eff
 }
 
 #[utoipa::path(get, path = "/v1/admin/modes", tag = "admin", security(("admin" = [])),
-    responses((status = 200, description = "Global and regional settings, and what each region runs with", body = serde_json::Value)))]
+    responses((status = 200, description = "Global and regional settings, and what each region runs with", body = ModesOverview)))]
 pub async fn list(
     State(state): State<ModesState>,
     _admin: Admin<Ops>,
 ) -> Result<Response, ApiError> {
     let table = load(&state).await?;
-    Ok(private(json!({
-        "global": table.global,
-        "regions": table.regions,
-        "effective": effective_view(&table, &state.regions),
-    })))
+    let effective = effective_view(&table, &state.regions);
+    Ok(private(ModesOverview {
+        global: table.global,
+        regions: table.regions,
+        effective,
+    }))
 }
 
 #[utoipa::path(get, path = "/v1/admin/modes/{region}", tag = "admin", security(("admin" = [])),
     params(("region" = String, Path, description = "A region, or `global`")),
-    responses((status = 200, description = "One scope's setting", body = serde_json::Value)))]
+    responses((status = 200, description = "One scope's setting", body = ScopeSetting)))]
 pub async fn show(
     State(state): State<ModesState>,
     _admin: Admin<Ops>,
@@ -126,11 +170,11 @@ pub async fn show(
     } else {
         table.regions.get(&scope).cloned().unwrap_or_default()
     };
-    let mut body = json!({ "scope": label(&scope), "setting": setting });
-    if scope != GLOBAL {
-        body["effective"] = json!(table.effective(&scope));
-    }
-    Ok(private(body))
+    Ok(private(ScopeSetting {
+        scope: label(&scope).to_string(),
+        setting,
+        effective: (scope != GLOBAL).then(|| table.effective(&scope)),
+    }))
 }
 
 /// `Some(x)` when the field is present, even as `null`.
@@ -196,7 +240,7 @@ fn change(scope: &str, input: &ChangeInput) -> Result<Change, ApiError> {
 
 #[utoipa::path(put, path = "/v1/admin/modes/{region}", tag = "admin", security(("admin" = [])),
     params(("region" = String, Path, description = "A region, or `global`")), request_body = ChangeInput,
-    responses((status = 200, description = "The setting after the change", body = serde_json::Value)))]
+    responses((status = 200, description = "The setting after the change", body = ModeChanged)))]
 pub async fn update(
     State(state): State<ModesState>,
     admin: Admin<Ops>,
@@ -222,18 +266,18 @@ pub async fn update(
         "operating mode changed"
     );
     let table = load(&state).await?;
-    let mut body = json!({
-        "scope": label(&scope),
-        "before": before,
-        "after": after,
-        "changed_by": admin.name,
-    });
-    body["effective"] = json!(if scope == GLOBAL {
+    let effective = if scope == GLOBAL {
         effective_view(&table, &state.regions)
     } else {
         BTreeMap::from([(scope.clone(), table.effective(&scope))])
-    });
-    Ok(private(body))
+    };
+    Ok(private(ModeChanged {
+        scope: label(&scope).to_string(),
+        before,
+        after,
+        changed_by: admin.name,
+        effective,
+    }))
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -246,7 +290,7 @@ pub struct HistoryQuery {
 }
 
 #[utoipa::path(get, path = "/v1/admin/modes/history", tag = "admin", security(("admin" = [])), params(HistoryQuery),
-    responses((status = 200, description = "The audit log, newest first", body = serde_json::Value)))]
+    responses((status = 200, description = "The audit log, newest first", body = ModeHistory)))]
 pub async fn history(
     State(state): State<ModesState>,
     _admin: Admin<Ops>,
@@ -272,13 +316,15 @@ pub async fn history(
     let next = (entries.len() as i64 == limit)
         .then(|| entries.last().map(|e| e.id))
         .flatten();
-    let entries: Vec<Value> = entries
+    let changes = entries
         .into_iter()
-        .map(|e| {
-            let mut v = json!(e);
-            v["scope"] = json!(label(&e.scope));
-            v
+        .map(|mut e| {
+            e.scope = label(&e.scope).to_string();
+            e
         })
         .collect();
-    Ok(private(json!({ "changes": entries, "next_before": next })))
+    Ok(private(ModeHistory {
+        changes,
+        next_before: next,
+    }))
 }

@@ -152,15 +152,21 @@ pub async fn apply(
 }
 
 /// One audit-log entry.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Recorded {
     pub id: i64,
     pub at: chrono::DateTime<chrono::Utc>,
+    /// The admin token's name.
     pub actor: String,
+    /// A region, or `global`.
     pub scope: String,
     pub old_mode: Option<String>,
     pub new_mode: Option<String>,
+    /// Feature switches before the change (feature → on).
+    #[schema(value_type = Object)]
     pub old_features: serde_json::Value,
+    /// Feature switches after the change (feature → on).
+    #[schema(value_type = Object)]
     pub new_features: serde_json::Value,
     pub reason: String,
 }

@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 
 /// A region's operating mode.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "kebab-case")]
 pub enum Mode {
     Normal,
@@ -53,6 +54,7 @@ impl std::fmt::Display for Mode {
 
 /// A feature switch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "kebab-case")]
 pub enum Feature {
     Recommendations,
@@ -105,6 +107,7 @@ impl std::fmt::Display for Feature {
 /// One scope's stored setting: what it sets explicitly. The global default
 /// always has a mode; a region's override only what differs.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Setting {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -115,6 +118,7 @@ pub struct Setting {
 
 /// What one region runs with: its mode and every feature's state.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Effective {
     pub mode: Mode,
     pub features: BTreeMap<Feature, bool>,
@@ -139,6 +143,7 @@ impl Default for Effective {
 /// answers and what an origin announces on the regional invalidation
 /// channel when it applied a change, so edges follow without asking.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Announcement {
     pub region: String,
     pub mode: Mode,
@@ -163,6 +168,7 @@ impl Announcement {
 
 /// The global default and the regions' overrides, as stored.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ModeTable {
     pub global: Setting,
     #[serde(default)]
