@@ -91,7 +91,12 @@ pub struct DeadlineStream {
     phase: Phase,
     /// The first bytes of the connection, to recognise the h2c preface.
     start: Vec<u8>,
-    sleep: Pin<Box<Sleep>>,
+    /// When the head being read is due.
+    deadline: Instant,
+    /// The timer for `deadline`, made only when a read would wait while a
+    /// head is incomplete: a head that arrives in one read (the common
+    /// case) costs a clock read, not a timer.
+    sleep: Option<Pin<Box<Sleep>>>,
     metrics: Arc<EdgeMetrics>,
 }
 
@@ -122,7 +127,8 @@ impl DeadlineStream {
             timeout,
             phase,
             start: Vec::new(),
-            sleep: Box::pin(tokio::time::sleep(timeout)),
+            deadline: Instant::now() + timeout,
+            sleep: None,
             metrics,
         }
     }
@@ -141,7 +147,7 @@ impl DeadlineStream {
             return;
         }
         if let Phase::BetweenRequests = self.phase {
-            self.sleep.as_mut().reset(Instant::now() + self.timeout);
+            self.deadline = Instant::now() + self.timeout;
             self.phase = Phase::Head {
                 scanner: HeadScanner::default(),
                 first: false,
@@ -167,6 +173,19 @@ impl DeadlineStream {
     fn head_pending(&self) -> bool {
         matches!(self.phase, Phase::Head { .. })
     }
+
+    /// Whether the deadline has passed; if not, the task is woken when it
+    /// does.
+    fn poll_deadline(&mut self, cx: &mut Context<'_>) -> bool {
+        let deadline = self.deadline;
+        let sleep = self
+            .sleep
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        if sleep.deadline() != deadline {
+            sleep.as_mut().reset(deadline);
+        }
+        sleep.as_mut().poll(cx).is_ready()
+    }
 }
 
 impl AsyncRead for DeadlineStream {
@@ -184,7 +203,7 @@ impl AsyncRead for DeadlineStream {
             }
             Poll::Ready(Err(error)) => Poll::Ready(Err(error)),
             Poll::Pending => {
-                if this.head_pending() && this.sleep.as_mut().poll(cx).is_ready() {
+                if this.head_pending() && this.poll_deadline(cx) {
                     return Poll::Ready(Err(this.timed_out()));
                 }
                 Poll::Pending
@@ -302,8 +321,7 @@ impl Peek for DeadlineStream {
         if !self.head_pending() {
             return self.inner.try_peek(buf).await;
         }
-        let deadline = self.sleep.deadline();
-        match tokio::time::timeout_at(deadline, self.inner.try_peek(buf)).await {
+        match tokio::time::timeout_at(self.deadline, self.inner.try_peek(buf)).await {
             Ok(peeked) => peeked,
             Err(_) => Err(self.timed_out()),
         }
