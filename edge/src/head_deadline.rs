@@ -180,7 +180,7 @@ impl DeadlineStream {
         let deadline = self.deadline;
         let sleep = self
             .sleep
-            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(deadline - Instant::now())));
         if sleep.deadline() != deadline {
             sleep.as_mut().reset(deadline);
         }
