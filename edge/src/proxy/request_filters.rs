@@ -191,6 +191,20 @@ const INTERNAL_PATHS: &[&str] = &["/metrics", "/healthz", "/readyz", "/openapi.j
 /// could read it: percent-decoded, ASCII case folded, repeated slashes
 /// and `.` segments collapsed, a trailing slash ignored.
 pub fn is_internal(path: &str) -> bool {
+    // Most paths are already in canonical form: compare them as they are,
+    // without the decoding copy (this runs on every request).
+    let canonical_already = !path.bytes().any(|b| b == b'%' || b.is_ascii_uppercase())
+        && !path.contains("//")
+        && !path.contains("/.");
+    if canonical_already {
+        return names_internal(path.trim_end_matches('/'));
+    }
+    names_internal(&canonicalise(path))
+}
+
+/// `path` percent-decoded, ASCII case folded, empty and `.` segments
+/// dropped (so no trailing slash).
+fn canonicalise(path: &str) -> String {
     let decoded = percent_encoding::percent_decode_str(path).decode_utf8_lossy();
     let mut canonical = String::with_capacity(decoded.len());
     for segment in decoded.split('/') {
@@ -200,15 +214,18 @@ pub fn is_internal(path: &str) -> bool {
         canonical.push('/');
         canonical.push_str(&segment.to_ascii_lowercase());
     }
-    if canonical.is_empty() {
-        return false;
-    }
-    INTERNAL_PATHS.contains(&canonical.as_str())
-        || INTERNAL_PREFIXES.iter().any(|prefix| {
-            canonical
-                .strip_prefix(prefix)
-                .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
-        })
+    canonical
+}
+
+/// Whether a canonical path (no trailing slash) is internal.
+fn names_internal(canonical: &str) -> bool {
+    !canonical.is_empty()
+        && (INTERNAL_PATHS.contains(&canonical)
+            || INTERNAL_PREFIXES.iter().any(|prefix| {
+                canonical
+                    .strip_prefix(prefix)
+                    .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+            }))
 }
 
 /// Bounds on a request head, checked before anything else reads it.
@@ -402,6 +419,32 @@ mod tests {
         assert_eq!(RouteClass::of("/v1/notify-me"), RouteClass::Cart);
         assert_eq!(RouteClass::of("/v1/cartography"), RouteClass::Browse);
         assert_eq!(RouteClass::of("/v1/admin/products"), RouteClass::Admin);
+    }
+
+    proptest::proptest! {
+        /// The shortcut for paths already canonical answers what the full
+        /// canonical comparison answers.
+        #[test]
+        fn the_shortcut_agrees_with_the_canonical_form(
+            segments in proptest::collection::vec(
+                proptest::sample::select(vec![
+                    "", ".", "v1", "V1", "admin", "Admin", "%61dmin", "metrics", "readyz",
+                    "healthz", "openapi.json", "internal", "purge", "products", "1", "%2F", "x.y",
+                ]),
+                0..5,
+            ),
+            trailing in proptest::bool::ANY,
+        ) {
+            let mut path = String::new();
+            for segment in &segments {
+                path.push('/');
+                path.push_str(segment);
+            }
+            if trailing {
+                path.push('/');
+            }
+            proptest::prop_assert_eq!(is_internal(&path), names_internal(&canonicalise(&path)), "{}", path);
+        }
     }
 
     #[test]
