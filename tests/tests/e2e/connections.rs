@@ -70,22 +70,23 @@ async fn one_address_holding_thousands_of_half_requests_cannot_starve_the_edge()
         "3000 half-open connections opened in {:?}",
         started.elapsed()
     );
+    // Once the edge has worked through its accept queue, what stays open
+    // is within the cap (a little under it, when the kernel's count caught
+    // connections still in the accept queue); an edge that admitted more
+    // never gets there.
     eventually(
         "the edge drops what is over the cap",
         Duration::from_secs(10),
-        || async {
-            edge.metric("meridian_edge_connections_refused_total", &[])
-                .await
-                >= 2700.0
-        },
+        || async { 3000 - closed(&held) <= 200 },
     )
     .await;
     let dropped = closed(&held);
     println!("the edge closed {dropped} of 3000; the cap is 200 per address");
-    assert!(dropped >= 2700, "{dropped} closed");
-    // What stays open is within the cap (a little under it, when the
-    // kernel's count caught connections still in the accept queue).
-    assert!(3000 - dropped <= 200, "{} open", 3000 - dropped);
+    assert!(
+        edge.metric("meridian_edge_connections_refused_total", &[])
+            .await
+            >= 2800.0
+    );
 
     // Another client (another address) is served, the admin port answers.
     let other = client_from("127.0.0.2");
