@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use meridian_topology::shopper_token::MIN_SECRET_BYTES;
+use meridian_contracts::shopper_token::MIN_SECRET_BYTES;
 use serde::{Deserialize, Serialize};
 
 /// Everything one edge process needs.
@@ -534,11 +534,11 @@ mod defaults {
         20
     }
     pub fn session_cookie() -> String {
-        meridian_topology::shopper_token::SESSION_COOKIE.into()
+        meridian_contracts::shopper_token::SESSION_COOKIE.into()
     }
     pub fn session_cookies() -> Vec<String> {
         vec![
-            meridian_topology::shopper_token::SESSION_COOKIE.into(),
+            meridian_contracts::shopper_token::SESSION_COOKIE.into(),
             "meridian_cart".into(),
         ]
     }

@@ -6,9 +6,9 @@
 //!
 //! The token comes from `Authorization: Bearer …` or the session cookie;
 //! its format and verification are shared with the origin and the CLI
-//! ([`meridian_topology::shopper_token`]).
+//! ([`meridian_contracts::shopper_token`]).
 
-use meridian_topology::shopper_token::{ShopperClaims, ShopperTokenError, TokenVerifier};
+use meridian_contracts::shopper_token::{ShopperClaims, ShopperTokenError, TokenVerifier};
 use pingora::http::RequestHeader;
 
 use crate::config::IdentityConfig;
@@ -94,7 +94,7 @@ mod tests {
     use super::*;
     use std::time::{Duration, SystemTime};
 
-    use meridian_topology::shopper_token::TokenSigner;
+    use meridian_contracts::shopper_token::TokenSigner;
 
     fn identity() -> Identity {
         Identity::new(&IdentityConfig {

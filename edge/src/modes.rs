@@ -22,7 +22,7 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use meridian_topology::modes::{Announcement, Effective, Feature, Mode};
+use meridian_contracts::modes::{Announcement, Effective, Feature, Mode};
 use parking_lot::Mutex;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;

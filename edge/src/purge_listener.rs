@@ -16,7 +16,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use fred::prelude::{ClientLike, Config, EventInterface, PubsubInterface, ReconnectPolicy};
 use fred::types::Builder;
-use meridian_topology::invalidation::InvalidationMessage;
+use meridian_contracts::invalidation::InvalidationMessage;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 

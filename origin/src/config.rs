@@ -680,7 +680,7 @@ impl OriginConfig {
                 );
             }
             (Some(secret), None)
-                if secret.expose().len() < meridian_topology::shopper_token::MIN_SECRET_BYTES =>
+                if secret.expose().len() < meridian_contracts::shopper_token::MIN_SECRET_BYTES =>
             {
                 return invalid("shoppers.hs256_secret", "must be at least 32 bytes");
             }

@@ -2,7 +2,7 @@
 //!
 //! - a signed-in shopper presents a shopper token (JWT; claims limited to
 //!   the user id, the home region and the expiry — the shared format in
-//!   [`meridian_topology::shopper_token`]) as `Authorization: Bearer …` or
+//!   [`meridian_contracts::shopper_token`]) as `Authorization: Bearer …` or
 //!   in the session cookie. The edge verified it to route the request to
 //!   the home region; the origin verifies it again, because authorisation
 //!   is its job. A token presented but not valid is a 401, never a silent
@@ -21,7 +21,7 @@ use axum::http::request::Parts;
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use cookie::{Cookie, CookieJar, Key, SameSite};
-use meridian_topology::shopper_token::{SESSION_COOKIE, TokenVerifier};
+use meridian_contracts::shopper_token::{SESSION_COOKIE, TokenVerifier};
 
 use crate::config::ShoppersConfig;
 use crate::problem::ApiError;
@@ -38,7 +38,7 @@ pub enum IdentityError {
         source: std::io::Error,
     },
     #[error("shoppers: {0}")]
-    Key(#[from] meridian_topology::shopper_token::ShopperTokenError),
+    Key(#[from] meridian_contracts::shopper_token::ShopperTokenError),
     #[error("shoppers: set exactly one of hs256_secret and es256_public_key")]
     NoKey,
     #[error("shoppers.guest_cookie_secret must be at least 32 bytes")]

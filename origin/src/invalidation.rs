@@ -24,7 +24,7 @@ use crate::metrics::Metrics;
 use crate::modes::store::INVALIDATION_KEY as MODES_KEY;
 use crate::modes::watcher::Modes;
 
-pub use meridian_topology::invalidation::{CHANNEL, InvalidationMessage};
+pub use meridian_contracts::invalidation::{CHANNEL, InvalidationMessage};
 
 /// Entries read from the log per poll.
 const BATCH: i64 = 500;

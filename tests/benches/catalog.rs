@@ -16,9 +16,9 @@ use std::time::Duration;
 use axum::Router;
 use axum::http::{HeaderMap, header};
 use axum::routing::get;
+use meridian_launcher::LocalStack;
+use meridian_launcher::local::{LocalSecrets, origin_config};
 use meridian_origin::Application;
-use meridian_regions::LocalStack;
-use meridian_regions::local::{LocalSecrets, origin_config};
 use meridian_topology::Topology;
 
 use common::{WrkFigures as Figures, env_u64, parse_wrk};

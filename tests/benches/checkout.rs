@@ -33,17 +33,17 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use hdrhistogram::Histogram;
+use meridian_contracts::shopper_token::TokenSigner;
+use meridian_launcher::Durability;
+use meridian_launcher::local::{LocalSecrets, origin_config};
+use meridian_launcher::process::ManagedProcess;
+use meridian_launcher::{LaunchError, LocalStack};
 use meridian_origin::Application;
 use meridian_origin::config::PspConfig;
 use meridian_origin::db::DbRouter;
 use meridian_origin::inventory::{Inventory, Line, ReserveRequest};
 use meridian_origin::metrics::Metrics;
-use meridian_regions::launcher::Durability;
-use meridian_regions::launcher::process::ManagedProcess;
-use meridian_regions::local::{LocalSecrets, origin_config};
-use meridian_regions::{LaunchError, LocalStack};
 use meridian_topology::Topology;
-use meridian_topology::shopper_token::TokenSigner;
 use parking_lot::Mutex;
 use serde_json::{Value, json};
 use sqlx::Connection;
@@ -79,7 +79,7 @@ fn meridian_bin() -> std::path::PathBuf {
 }
 
 fn start_psp(name: &str, dir: &std::path::Path) -> (ManagedProcess, PspConfig) {
-    let port = meridian_regions::launcher::free_port().unwrap();
+    let port = meridian_launcher::free_port().unwrap();
     let mut command = Command::new(meridian_bin());
     command
         .args(["psp", "--name", name, "--latency-ms", "2", "--listen"])

@@ -7,5 +7,5 @@ set -euo pipefail
 root="$(cd "$(dirname "$0")/../.." && pwd)"
 "$root/.ci/install-deps" wrk
 cd "$root"
-cargo build --release --locked -p meridian-regions --bin meridian
+cargo build --release --locked -p meridian-cli --bin meridian
 exec cargo bench --locked -p meridian-tests --bench checkout

@@ -195,8 +195,8 @@ print_machine() {
 }
 
 build_edge() {
-  log "building the edge: cargo build --profile $profile -p meridian-regions --bin meridian"
-  (cd "$root" && cargo build --profile "$profile" -p meridian-regions --bin meridian)
+  log "building the edge: cargo build --profile $profile -p meridian-cli --bin meridian"
+  (cd "$root" && cargo build --profile "$profile" -p meridian-cli --bin meridian)
   edge_bin="${CARGO_TARGET_DIR:-$root/target}/$profile/meridian"
   [ -x "$edge_bin" ] || die "$edge_bin was not built"
 }

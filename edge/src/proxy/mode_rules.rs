@@ -16,7 +16,7 @@
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use meridian_topology::modes::Mode;
+use meridian_contracts::modes::Mode;
 use pingora::Result;
 use pingora::cache::CacheMeta;
 use pingora::cache::cache_control::CacheControl;

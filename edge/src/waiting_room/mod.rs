@@ -90,7 +90,7 @@ pub fn room_of(method: &http::Method, path: &str) -> Option<String> {
     let decoded = percent_encoding::percent_decode_str(segment)
         .decode_utf8()
         .ok()?;
-    let id = meridian_topology::ids::ResourceId::parse(&decoded).ok()?;
+    let id = meridian_contracts::ids::ResourceId::parse(&decoded).ok()?;
     Some(format!("flash-{id}"))
 }
 

@@ -16,10 +16,10 @@ pub const MAX_VARIANTS: usize = 100;
 pub struct ProductId(i64);
 
 impl ProductId {
-    /// The shared strict parser ([`meridian_topology::ids`]): `01`, `+1`
+    /// The shared strict parser ([`meridian_contracts::ids`]): `01`, `+1`
     /// and ` 1` are not product 1.
     pub fn parse(raw: &str) -> Result<Self, ApiError> {
-        meridian_topology::ids::ResourceId::parse(raw)
+        meridian_contracts::ids::ResourceId::parse(raw)
             .map(|id| ProductId(id.get()))
             .map_err(|error| {
                 ApiError::BadRequest(format!(

@@ -5,7 +5,7 @@
 use axum::extract::State;
 use axum::http::{HeaderName, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
-use meridian_topology::modes::Feature;
+use meridian_contracts::modes::Feature;
 use serde::Deserialize;
 use serde_json::{Value, json};
 

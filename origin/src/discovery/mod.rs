@@ -1,6 +1,6 @@
 //! Discovery: the non-essential read features around the catalog —
 //! recommendations, search suggestions and reviews. Each is a feature
-//! switch ([`meridian_topology::modes::Feature`]): switched off (by ops, or
+//! switch ([`meridian_contracts::modes::Feature`]): switched off (by ops, or
 //! by `degraded` mode's defaults) its endpoint answers at once with an
 //! empty, cacheable result and `X-Meridian-Feature-Off`, never an error
 //! page and without touching a database.

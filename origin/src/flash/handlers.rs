@@ -48,7 +48,7 @@ fn one() -> i64 {
 /// A sale id in its one spelling (the parser the edge's waiting room
 /// uses too, so no spelling of an id skips the queue).
 fn sale_id(raw: &str) -> Result<i64, ApiError> {
-    meridian_topology::ids::ResourceId::parse(raw)
+    meridian_contracts::ids::ResourceId::parse(raw)
         .map(|id| id.get())
         .map_err(|error| ApiError::BadRequest(format!("not a flash sale id: {error}")))
 }

@@ -11,7 +11,7 @@ use axum::extract::{FromRef, FromRequestParts};
 use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use meridian_topology::modes::Mode;
+use meridian_contracts::modes::Mode;
 
 use super::ModesState;
 use crate::problem::ApiError;

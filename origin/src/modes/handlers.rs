@@ -19,7 +19,7 @@ use std::collections::BTreeMap;
 use axum::extract::{Query, State};
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
-use meridian_topology::modes::{Effective, Feature, Mode, ModeTable, Setting};
+use meridian_contracts::modes::{Effective, Feature, Mode, ModeTable, Setting};
 use serde::{Deserialize, Deserializer, Serialize};
 
 use super::ModesState;
@@ -94,7 +94,7 @@ fn private(body: impl Serialize) -> Response {
 
 /// `GET /v1/modes`: this origin's applied setting, no database read.
 #[utoipa::path(get, path = "/v1/modes", tag = "modes",
-    responses((status = 200, description = "The setting this origin applies for its region", body = meridian_topology::modes::Announcement)))]
+    responses((status = 200, description = "The setting this origin applies for its region", body = meridian_contracts::modes::Announcement)))]
 pub async fn applied(State(state): State<ModesState>) -> Response {
     let announcement = state.applied.current().announcement(&state.region);
     (

@@ -2,7 +2,7 @@
 //! `maintenance`) and feature switches: a global default plus per-region
 //! overrides on the catalog primary, with an append-only audit log. The
 //! model (and how a region's effective setting is worked out) is
-//! [`meridian_topology::modes`], shared with the edges.
+//! [`meridian_contracts::modes`], shared with the edges.
 //!
 //! - [`store`]: the table, the audit log, and a change as one transaction
 //!   that also logs the invalidation key `modes`, so the change travels to

@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use meridian_topology::modes::{Feature, Mode, ModeTable, Setting};
+use meridian_contracts::modes::{Feature, Mode, ModeTable, Setting};
 use serde::Serialize;
 use sqlx::types::Json;
 use sqlx::{PgPool, Postgres, Transaction};

@@ -15,8 +15,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use meridian_topology::invalidation::{CHANNEL, InvalidationMessage};
-use meridian_topology::modes::{Announcement, Effective, Feature, Mode};
+use meridian_contracts::invalidation::{CHANNEL, InvalidationMessage};
+use meridian_contracts::modes::{Announcement, Effective, Feature, Mode};
 use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 

@@ -8,29 +8,17 @@
 //!   cross-region checks (exactly one home region, countries served once,
 //!   complete latency tables, shard maps covering every bucket).
 //! - [`TopologyError`]: every error names the file, the field and the problem.
-//! - [`ids`]: numeric path ids in their one canonical spelling, parsed
-//!   the same way by the origin's routes and the edge's waiting room.
-//! - [`invalidation`]: the regional invalidation channel's message format,
-//!   shared by the origins that publish and the edges that purge.
-//! - [`modes`]: operating modes (normal, degraded, read-only,
-//!   maintenance) and feature switches, global default plus per-region
-//!   overrides, shared by the origins that store them and the edges.
 //! - [`shard_map`]: order sharding (user → bucket by jump hash → shard).
-//! - [`shopper_token`]: the shopper JWT (claims, minting, verification),
-//!   shared by the CLI that mints, the edge that routes and the origin that
-//!   authorises.
 //!
-//! The model is shared by the edge, the origin and the `meridian` CLI; it
-//! holds no behaviour beyond parsing, validation and simple look-ups.
+//! The model is the lowest layer, shared by the edge, the origin and the
+//! `meridian` CLI; it holds no behaviour beyond parsing, validation and
+//! simple look-ups. What edge and origin exchange at run time (tokens,
+//! messages, ids, modes) is `meridian-contracts` (`regions/contracts/`).
 
 #![forbid(unsafe_code)]
 
-pub mod ids;
-pub mod invalidation;
-pub mod modes;
 pub mod region;
 pub mod shard_map;
-pub mod shopper_token;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};

@@ -526,7 +526,7 @@ async fn bad_write_requests_get_problem_json_and_change_nothing() {
         (
             "expired token",
             origin.client.get(url("/v1/cart")).bearer_auth(
-                meridian_topology::shopper_token::TokenSigner::hs256(crate::helpers::JWT_SECRET)
+                meridian_contracts::shopper_token::TokenSigner::hs256(crate::helpers::JWT_SECRET)
                     .unwrap()
                     .mint(
                         "careful-user",

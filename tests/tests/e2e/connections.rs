@@ -56,7 +56,7 @@ fn client_from(source: &str) -> reqwest::Client {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_address_holding_thousands_of_half_requests_cannot_starve_the_edge() {
-    meridian_regions::cli::raise_fd_limit();
+    meridian_launcher::raise_fd_limit();
     let upstream = TestUpstream::start(HOME).await;
     let mut config = edge_config(HOME, vec![region(HOME, upstream.addr, 0)]);
     config.max_connections_per_address = 200;
@@ -129,7 +129,7 @@ async fn one_address_holding_thousands_of_half_requests_cannot_starve_the_edge()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_origin_cuts_off_half_sent_heads_and_keeps_its_internal_listener() {
-    meridian_regions::cli::raise_fd_limit();
+    meridian_launcher::raise_fd_limit();
     let stack = TestStack::start(&[HOME], 1, 5).await;
     let mut config = stack.origin_config(HOME);
     config.request_head_timeout = Duration::from_secs(1);

@@ -24,7 +24,7 @@ const STEPS: [(&str, &str); 6] = [
 struct OriginProcess {
     url: String,
     admin: String,
-    process: meridian_regions::launcher::process::ManagedProcess,
+    process: meridian_launcher::process::ManagedProcess,
 }
 
 impl OriginProcess {
@@ -51,7 +51,7 @@ impl OriginProcess {
         if let Some(failpoint) = failpoint {
             command.env("FAILPOINTS", format!("{failpoint}=return"));
         }
-        let process = meridian_regions::launcher::process::ManagedProcess::spawn(
+        let process = meridian_launcher::process::ManagedProcess::spawn(
             &format!("origin-crash-{n}"),
             command,
             &stack.stack.root().join(format!("origin-crash-{n}.log")),
@@ -82,8 +82,8 @@ async fn an_origin_killed_at_any_saga_step_resumes_or_compensates_on_restart() {
     let stack = shop_stack(10).await;
     let sku = stack.sellable_skus(1).await[0].0.clone();
     let ports = (
-        meridian_regions::launcher::free_port().unwrap(),
-        meridian_regions::launcher::free_port().unwrap(),
+        meridian_launcher::free_port().unwrap(),
+        meridian_launcher::free_port().unwrap(),
     );
     let admin = stack.origin(HOME).await;
     set_stock(&admin, &sku, 100).await;

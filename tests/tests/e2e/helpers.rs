@@ -6,10 +6,10 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use meridian_launcher::LocalStack;
+use meridian_launcher::local::{LocalSecrets, origin_config};
 use meridian_origin::Application;
 use meridian_origin::config::OriginConfig;
-use meridian_regions::LocalStack;
-use meridian_regions::local::{LocalSecrets, origin_config};
 use meridian_topology::Topology;
 use sqlx::Connection;
 use tokio::task::JoinHandle;
@@ -103,7 +103,7 @@ impl TestStack {
             {
                 let mut region = self.topology.region(&name).expect("region").spec.clone();
                 for shard in &mut region.orders.shards {
-                    shard.port = meridian_regions::launcher::free_port().expect("port");
+                    shard.port = meridian_launcher::free_port().expect("port");
                 }
                 self.topology = self.topology.clone().with_region(region).expect("shards");
             }
@@ -335,7 +335,7 @@ pub fn metric_sum(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
 /// A shopper token for `user` of home region `region`, signed with the test
 /// stack's secret.
 pub fn shopper_token(user: &str, region: &str) -> String {
-    meridian_topology::shopper_token::TokenSigner::hs256(JWT_SECRET)
+    meridian_contracts::shopper_token::TokenSigner::hs256(JWT_SECRET)
         .expect("secret")
         .mint(
             user,
@@ -410,7 +410,7 @@ pub fn meridian_bin() -> std::path::PathBuf {
     let bin = dir.join("meridian");
     assert!(
         bin.is_file(),
-        "{} is missing: build it first (cargo build -p meridian-regions --bin meridian)",
+        "{} is missing: build it first (cargo build -p meridian-cli --bin meridian)",
         bin.display()
     );
     bin
@@ -420,18 +420,18 @@ pub fn meridian_bin() -> std::path::PathBuf {
 pub struct PspProcess {
     pub name: String,
     pub url: String,
-    process: meridian_regions::launcher::process::ManagedProcess,
+    process: meridian_launcher::process::ManagedProcess,
     client: reqwest::Client,
 }
 
 impl PspProcess {
     pub async fn start(name: &str, dir: &std::path::Path) -> PspProcess {
-        let port = meridian_regions::launcher::free_port().expect("port");
+        let port = meridian_launcher::free_port().expect("port");
         let mut command = std::process::Command::new(meridian_bin());
         command
             .args(["psp", "--name", name, "--listen"])
             .arg(format!("127.0.0.1:{port}"));
-        let process = meridian_regions::launcher::process::ManagedProcess::spawn(
+        let process = meridian_launcher::process::ManagedProcess::spawn(
             &format!("psp-{name}"),
             command,
             &dir.join(format!("psp-{name}.log")),

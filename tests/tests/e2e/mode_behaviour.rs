@@ -177,7 +177,7 @@ async fn a_mode_flip_reaches_every_edge_and_origin_and_survives_restarts() {
         .args([
             "--no-auth-warning",
             "publish",
-            meridian_topology::invalidation::CHANNEL,
+            meridian_contracts::invalidation::CHANNEL,
             &forged.to_string(),
         ])
         .output()

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use meridian_edge::config::{BotsConfig, BudgetConfig, ClassLimits, RateConfig, VerifiedBot};
-use meridian_regions::launcher::{Binaries, RedisServer, free_port};
+use meridian_launcher::{Binaries, RedisServer, free_port};
 
 use super::upstream::TestUpstream;
 use super::{TestEdge, edge_config, region};

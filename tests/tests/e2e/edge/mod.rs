@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use meridian_edge::EdgeConfig;
 use meridian_edge::config::UpstreamRegion;
 use meridian_edge::server::RunningEdge;
-use meridian_regions::launcher::free_port;
+use meridian_launcher::free_port;
 
 pub const EDGE_TOKEN: &str = "edge-test-admin-token-0001";
 

@@ -96,7 +96,7 @@ async fn tls_with_http2_and_http1_and_h2c() {
     std::fs::write(&cert, certified.cert.pem()).unwrap();
     std::fs::write(&key, certified.signing_key.serialize_pem()).unwrap();
     let mut config = edge_config("local", vec![region("local", upstream.addr, 0)]);
-    let tls_port = meridian_regions::launcher::free_port().unwrap();
+    let tls_port = meridian_launcher::free_port().unwrap();
     config.tls = Some(meridian_edge::config::TlsConfig {
         listen: ([127, 0, 0, 1], tls_port).into(),
         cert,

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use meridian_edge::config::WaitingRoomConfig;
-use meridian_regions::launcher::{Binaries, RedisServer, free_port};
+use meridian_launcher::{Binaries, RedisServer, free_port};
 use serde_json::Value;
 
 use super::upstream::TestUpstream;

@@ -13,15 +13,17 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use clap::Args;
+use meridian_launcher::local::{EdgeAddrs, GEO_DATABASE, LocalSecrets, edge_config, origin_config};
+use meridian_launcher::private_files;
+use meridian_launcher::process::ManagedProcess;
+use meridian_launcher::stack_file::{
+    DEFAULT_PATH, PostgresEndpoints, PspEndpoint, RegionEndpoints, StackFile,
+};
+use meridian_launcher::{CATALOG_DATABASE, LocalStack, free_port};
+use meridian_origin::config::PspConfig;
 use nix::sys::signal::Signal;
 
-use super::{CliError, load_topology, stop_signal};
-use crate::launcher::process::ManagedProcess;
-use crate::launcher::{CATALOG_DATABASE, LocalStack, free_port};
-use crate::local::{EdgeAddrs, GEO_DATABASE, LocalSecrets, edge_config, origin_config};
-use crate::private_files;
-use crate::stack_file::{DEFAULT_PATH, PostgresEndpoints, PspEndpoint, RegionEndpoints, StackFile};
-use meridian_origin::config::PspConfig;
+use crate::{CliError, load_topology, stop_signal};
 
 /// How long an origin may take to answer `/readyz`.
 const ORIGIN_READY_TIMEOUT: Duration = Duration::from_secs(60);
@@ -123,7 +125,7 @@ pub async fn run(args: UpArgs) -> Result<(), CliError> {
         tokio::task::spawn_blocking(move || {
             let mut stack = LocalStack::start(&topology, &dir)?;
             stack.start_order_shards(&topology)?;
-            Ok::<_, crate::launcher::LaunchError>(stack)
+            Ok::<_, meridian_launcher::LaunchError>(stack)
         })
         .await
         .map_err(|e| CliError::Other(format!("launcher task failed: {e}")))??

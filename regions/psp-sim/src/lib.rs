@@ -20,6 +20,8 @@
 //! different request, and a 409 while the first is still being processed.
 //! State is in memory: a restarted simulator is a new, empty PSP.
 
+#![forbid(unsafe_code)]
+
 mod ledger;
 
 use std::net::SocketAddr;

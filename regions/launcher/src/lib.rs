@@ -10,12 +10,24 @@
 //! - [`orders`]: a region's order-shard databases (started on request:
 //!   [`LocalStack::start_order_shards`]).
 //! - [`process`]: owning a child process (log file, stop signal, kill, drop).
+//! - [`local`]: what a local origin and edge are configured with, derived
+//!   from the topology and the running servers (one function each, used by
+//!   `meridian up` and the tests).
+//! - [`stack_file`]: `.meridian/stack.json`, the contract between a running
+//!   local stack and the tools and tests that use it.
+//! - [`private_files`]: files and folders that hold secrets (0600/0700).
+//! - [`raise_fd_limit`]: the open-file limit, as high as the system allows.
+
+#![forbid(unsafe_code)]
 
 pub mod binaries;
+pub mod local;
 pub mod orders;
 pub mod postgres;
+pub mod private_files;
 pub mod process;
 pub mod redis;
+pub mod stack_file;
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
@@ -321,4 +333,25 @@ pub(crate) fn clear_failed_attempt(dir: &Path, retry: bool) {
         let _ = std::fs::remove_dir_all(dir);
         let _ = std::fs::remove_file(dir.with_extension("log"));
     }
+}
+
+/// Raises the open-file limit as far as the system allows: the hard limit
+/// up to `fs.nr_open` where permitted (root), else the soft limit up to the
+/// hard one. A server that runs out of descriptors stops accepting on
+/// every listener, its admin port included. Returns the limit in force.
+pub fn raise_fd_limit() -> u64 {
+    use rlimit::Resource;
+    let nr_open = std::fs::read_to_string("/proc/sys/fs/nr_open")
+        .ok()
+        .and_then(|text| text.trim().parse::<u64>().ok())
+        .unwrap_or(1 << 20)
+        .min(1 << 20);
+    let (soft, hard) = Resource::NOFILE.get().unwrap_or((0, 0));
+    if hard < nr_open && Resource::NOFILE.set(nr_open, nr_open).is_ok() {
+        return nr_open;
+    }
+    if soft < hard && Resource::NOFILE.set(hard, hard).is_ok() {
+        return hard;
+    }
+    soft
 }

@@ -5,9 +5,9 @@
 use std::net::SocketAddr;
 
 use clap::Args;
+use meridian_psp_sim::{Faults, PspServer};
 
-use super::{CliError, stop_signal};
-use crate::psp::{Faults, PspServer};
+use crate::{CliError, stop_signal};
 
 #[derive(Debug, Args)]
 pub struct PspArgs {

@@ -1,16 +1,16 @@
 //! `meridian token`: mints a shopper token (JWT) for local use, in the
 //! format the edge and the origin verify
-//! ([`meridian_topology::shopper_token`]). The HS256 secret comes from
+//! ([`meridian_contracts::shopper_token`]). The HS256 secret comes from
 //! `--secret` / `MERIDIAN_JWT_SECRET`, else from the running local stack's
 //! file (`jwt_secret`); the region must be one of the topology's.
 
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
-use meridian_topology::shopper_token::TokenSigner;
+use meridian_contracts::shopper_token::TokenSigner;
+use meridian_launcher::stack_file::{DEFAULT_PATH, StackFile};
 
-use super::{CliError, load_topology};
-use crate::stack_file::{DEFAULT_PATH, StackFile};
+use crate::{CliError, load_topology};
 
 #[derive(Debug, clap::Args)]
 pub struct TokenArgs {

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use super::super::CliError;
+use crate::CliError;
 
 #[derive(Clone)]
 pub struct OpsClient {

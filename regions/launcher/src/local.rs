@@ -17,7 +17,7 @@ use meridian_origin::config::{
 };
 use meridian_topology::{Region, Topology};
 
-use crate::launcher::{CATALOG_DATABASE, LocalStack};
+use crate::{CATALOG_DATABASE, LocalStack};
 
 /// The admin token's holder name in the local stack.
 pub const LOCAL_ADMIN: &str = "local-admin";
@@ -256,10 +256,10 @@ pub fn edge_config(
         identity: Some(IdentityConfig {
             hs256_secret: Some(secrets.jwt_secret.clone()),
             es256_public_key: None,
-            cookie: meridian_topology::shopper_token::SESSION_COOKIE.into(),
+            cookie: meridian_contracts::shopper_token::SESSION_COOKIE.into(),
         }),
         redis_url,
-        purge_channel: meridian_topology::invalidation::CHANNEL.to_string(),
+        purge_channel: meridian_contracts::invalidation::CHANNEL.to_string(),
         threads: 1,
         work_stealing: false,
         write_buffer_bytes: 16 * 1024,

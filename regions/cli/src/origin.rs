@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use clap::Args;
 use meridian_origin::{Application, OriginConfig};
 
-use super::{CliError, stop_signal};
+use crate::{CliError, stop_signal};
 
 #[derive(Debug, Args)]
 pub struct OriginArgs {

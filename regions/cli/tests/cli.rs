@@ -9,7 +9,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use meridian_regions::stack_file::StackFile;
+use meridian_launcher::stack_file::StackFile;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
@@ -79,7 +79,7 @@ fn up_serves_two_regions_and_stops_everything_on_ctrl_c() {
     assert_eq!(mode(&dir.path().join(".meridian/edge-eu-west.toml")), 0o600);
     assert_eq!(
         mode(&stack.data_dir),
-        meridian_regions::private_files::data_dir_mode()
+        meridian_launcher::private_files::data_dir_mode()
     );
     assert_eq!(mode(&stack.data_dir.join("tls/edge-key.pem")), 0o600);
     assert_eq!(stack.home_region, "us-east");
@@ -130,9 +130,7 @@ fn up_serves_two_regions_and_stops_everything_on_ctrl_c() {
             .contains_key("postgres-primary")
     );
     // Each region's order shards are databases that accept connections.
-    let psql = meridian_regions::launcher::Binaries::discover()
-        .unwrap()
-        .pg("psql");
+    let psql = meridian_launcher::Binaries::discover().unwrap().pg("psql");
     for (name, region) in &stack.regions {
         assert_eq!(region.orders.len(), 2, "{name}: two order shards");
         for (shard, url) in &region.orders {
@@ -220,7 +218,7 @@ fn up_serves_two_regions_and_stops_everything_on_ctrl_c() {
 #[test]
 fn a_bad_region_file_is_refused_with_file_and_field() {
     let dir = tempfile::tempdir().unwrap();
-    let topology = Path::new(env!("CARGO_MANIFEST_DIR")).join("topology");
+    let topology = Path::new(env!("CARGO_MANIFEST_DIR")).join("../topology");
     for entry in std::fs::read_dir(&topology).unwrap() {
         let path = entry.unwrap().path();
         let text = std::fs::read_to_string(&path).unwrap();
@@ -244,7 +242,7 @@ fn a_bad_region_file_is_refused_with_file_and_field() {
 
 #[test]
 fn token_mints_a_verifiable_shopper_token_and_refuses_bad_input() {
-    use meridian_topology::shopper_token::TokenVerifier;
+    use meridian_contracts::shopper_token::TokenVerifier;
     let dir = tempfile::tempdir().unwrap();
     let secret = "cli-test-jwt-secret-of-32-bytes-or-more";
     let output = Command::new(BIN)

@@ -8,12 +8,12 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use clap::{Args, Subcommand};
-use meridian_topology::modes::{Effective, Feature, Mode};
+use meridian_contracts::modes::{Effective, Feature, Mode};
 use serde_json::{Value, json};
 
-use super::super::CliError;
 use super::client::OpsClient;
 use super::targets::{TargetArgs, Targets};
+use crate::CliError;
 
 #[derive(Debug, Args)]
 pub struct DegradeArgs {

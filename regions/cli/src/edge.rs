@@ -11,7 +11,7 @@ use clap::Args;
 use meridian_edge::{EdgeConfig, EdgeServer};
 use pingora::server::UnixShutdownSignalWatch;
 
-use super::CliError;
+use crate::CliError;
 
 #[derive(Debug, Args)]
 pub struct EdgeArgs {

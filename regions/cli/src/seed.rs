@@ -4,9 +4,9 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use clap::Args;
+use meridian_launcher::stack_file::{DEFAULT_PATH, StackFile};
 
-use super::CliError;
-use crate::stack_file::{DEFAULT_PATH, StackFile};
+use crate::CliError;
 
 #[derive(Debug, Args)]
 pub struct SeedArgs {

@@ -8,9 +8,9 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use clap::Args;
+use meridian_launcher::stack_file::{DEFAULT_PATH, StackFile};
 
-use super::super::CliError;
-use crate::stack_file::{DEFAULT_PATH, StackFile};
+use crate::CliError;
 
 #[derive(Debug, Clone, Args)]
 pub struct TargetArgs {

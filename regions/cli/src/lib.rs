@@ -73,11 +73,11 @@ pub enum Command {
 #[derive(Debug, thiserror::Error)]
 pub enum CliError {
     #[error(transparent)]
-    Launch(#[from] crate::launcher::LaunchError),
+    Launch(#[from] meridian_launcher::LaunchError),
     #[error(transparent)]
     Topology(#[from] meridian_topology::TopologyError),
     #[error(transparent)]
-    StackFile(#[from] crate::stack_file::StackFileError),
+    StackFile(#[from] meridian_launcher::stack_file::StackFileError),
     #[error(transparent)]
     Config(#[from] meridian_origin::config::ConfigError),
     #[error(transparent)]
@@ -94,33 +94,12 @@ pub enum CliError {
     Other(String),
 }
 
-/// Raises the open-file limit as far as the system allows: the hard limit
-/// up to `fs.nr_open` where permitted (root), else the soft limit up to the
-/// hard one. A server that runs out of descriptors stops accepting on
-/// every listener, its admin port included. Returns the limit in force.
-pub fn raise_fd_limit() -> u64 {
-    use rlimit::Resource;
-    let nr_open = std::fs::read_to_string("/proc/sys/fs/nr_open")
-        .ok()
-        .and_then(|text| text.trim().parse::<u64>().ok())
-        .unwrap_or(1 << 20)
-        .min(1 << 20);
-    let (soft, hard) = Resource::NOFILE.get().unwrap_or((0, 0));
-    if hard < nr_open && Resource::NOFILE.set(nr_open, nr_open).is_ok() {
-        return nr_open;
-    }
-    if soft < hard && Resource::NOFILE.set(hard, hard).is_ok() {
-        return hard;
-    }
-    soft
-}
-
 pub fn run(cli: Cli) -> Result<(), CliError> {
     if matches!(
         cli.command,
         Command::Edge(_) | Command::Origin(_) | Command::Up(_)
     ) {
-        let limit = raise_fd_limit();
+        let limit = meridian_launcher::raise_fd_limit();
         tracing::info!(limit, "open-file limit");
     }
     // The edge runs its own (pingora) runtimes.

@@ -7,9 +7,9 @@
 use clap::Args;
 use serde_json::json;
 
-use super::super::CliError;
 use super::client::OpsClient;
 use super::targets::TargetArgs;
+use crate::CliError;
 
 #[derive(Debug, Args)]
 pub struct PurgeArgs {

@@ -10,9 +10,9 @@ use clap::Args;
 use serde::Serialize;
 use serde_json::Value;
 
-use super::super::CliError;
 use super::client::OpsClient;
 use super::targets::{RegionTargets, TargetArgs};
+use crate::CliError;
 
 #[derive(Debug, Args)]
 pub struct StatusArgs {

@@ -10,9 +10,9 @@ use clap::Parser;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> std::process::ExitCode {
-    let cli = meridian_regions::cli::Cli::parse();
-    meridian_regions::cli::init_tracing(cli.log_json);
-    match meridian_regions::cli::run(cli) {
+    let cli = meridian_cli::Cli::parse();
+    meridian_cli::init_tracing(cli.log_json);
+    match meridian_cli::run(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("meridian: {error}");
