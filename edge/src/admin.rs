@@ -19,6 +19,7 @@ use axum::extract::{FromRequest, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use meridian_contracts::problem::Problem;
 use parking_lot::Mutex;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
@@ -99,16 +100,14 @@ pub fn router(state: AdminState) -> axum::Router {
 }
 
 fn problem(status: StatusCode, title: &str, detail: &str) -> Response {
-    let body = serde_json::json!({
-        "type": "about:blank",
-        "title": title,
-        "status": status.as_u16(),
-        "detail": detail,
-    });
+    let body = Problem::new(status.as_u16(), title, detail).to_json();
     (
         status,
-        [(header::CONTENT_TYPE, "application/problem+json")],
-        body.to_string(),
+        [(
+            header::CONTENT_TYPE,
+            meridian_contracts::problem::CONTENT_TYPE,
+        )],
+        body,
     )
         .into_response()
 }

@@ -10,10 +10,9 @@ use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-pub const PROBLEM_JSON: &str = "application/problem+json";
+pub use meridian_contracts::problem::{CONTENT_TYPE as PROBLEM_JSON, Problem};
 
 /// Every error an origin handler can return.
 #[derive(Debug, thiserror::Error)]
@@ -159,25 +158,15 @@ impl ApiError {
             _ => serde_json::Map::new(),
         };
         Problem {
-            kind: format!("https://meridian.dev/problems/{}", self.slug()),
-            title: status.canonical_reason().unwrap_or("Error").to_string(),
-            status: status.as_u16(),
-            detail,
             extensions,
+            ..Problem::typed(
+                self.slug(),
+                status.as_u16(),
+                status.canonical_reason().unwrap_or("Error"),
+                detail,
+            )
         }
     }
-}
-
-/// The RFC 9457 body.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct Problem {
-    #[serde(rename = "type")]
-    pub kind: String,
-    pub title: String,
-    pub status: u16,
-    pub detail: String,
-    #[serde(flatten)]
-    pub extensions: serde_json::Map<String, serde_json::Value>,
 }
 
 impl IntoResponse for ApiError {

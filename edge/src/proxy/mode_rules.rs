@@ -17,6 +17,7 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use meridian_contracts::modes::Mode;
+use meridian_contracts::problem::{self, Problem};
 use pingora::Result;
 use pingora::cache::CacheMeta;
 use pingora::cache::cache_control::CacheControl;
@@ -41,19 +42,19 @@ pub struct ModeRules {
 impl ModeRules {
     pub fn new(config: &ModesConfig) -> Self {
         let retry = config.maintenance_retry_after.as_secs().max(1);
-        let problem = serde_json::json!({
-            "type": "https://meridian.dev/problems/maintenance",
-            "title": "Down for maintenance",
-            "status": 503,
-            "detail": format!("this region is down for maintenance; retry in {retry} s"),
-            "mode": Mode::Maintenance.as_str(),
-        });
+        let problem = Problem::typed(
+            "maintenance",
+            503,
+            "Down for maintenance",
+            format!("this region is down for maintenance; retry in {retry} s"),
+        )
+        .with("mode", Mode::Maintenance.as_str());
         Self {
             degraded_stale_secs: u32::try_from(config.degraded_serve_stale.as_secs())
                 .unwrap_or(u32::MAX),
             retry_after: retry.to_string(),
             html: Bytes::from_static(MAINTENANCE_HTML.as_bytes()),
-            problem: Bytes::from(problem.to_string()),
+            problem: Bytes::from(problem.to_json()),
         }
     }
 
@@ -70,7 +71,7 @@ impl ModeRules {
         let (content_type, body) = if wants_html(session.req_header()) {
             ("text/html; charset=utf-8", self.html.clone())
         } else {
-            ("application/problem+json", self.problem.clone())
+            (problem::CONTENT_TYPE, self.problem.clone())
         };
         let headers = [
             ("retry-after", self.retry_after.clone()),

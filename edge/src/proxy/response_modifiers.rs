@@ -3,6 +3,7 @@
 //! problems, the maintenance page, the waiting room's answers).
 
 use bytes::Bytes;
+use meridian_contracts::problem::{self, Problem};
 use pingora::Result;
 use pingora::cache::CachePhase;
 use pingora::http::ResponseHeader;
@@ -69,13 +70,7 @@ pub fn decorate(
 
 /// An RFC 9457 problem+json body.
 fn problem_body(status: u16, title: &str, detail: &str) -> Bytes {
-    let body = serde_json::json!({
-        "type": "about:blank",
-        "title": title,
-        "status": status,
-        "detail": detail,
-    });
-    Bytes::from(body.to_string())
+    Bytes::from(Problem::new(status, title, detail).to_json())
 }
 
 /// Whether the client would rather read HTML (a browser) than JSON.
@@ -125,5 +120,5 @@ pub async fn respond_problem(
         session.set_keepalive(None);
     }
     let body = problem_body(status, title, detail);
-    respond_local(session, status, "application/problem+json", body, extra).await
+    respond_local(session, status, problem::CONTENT_TYPE, body, extra).await
 }

@@ -20,6 +20,7 @@ pub mod tickets;
 use std::time::Duration;
 
 use bytes::Bytes;
+use meridian_contracts::problem::{self, Problem};
 use pingora::Result;
 use pingora::http::RequestHeader;
 use pingora::proxy::Session;
@@ -222,40 +223,40 @@ impl WaitingRoom {
                 set_cookie,
             } => (
                 429,
-                serde_json::json!({
-                    "type": "https://meridian.dev/problems/waiting-room",
-                    "title": "You are in the queue",
-                    "status": 429,
-                    "detail": format!("you are number {position} in the queue; we will let you in in order"),
-                    "position": position,
-                    "retry_after": retry_after,
-                    "sold_out": false,
-                }),
+                Problem::typed(
+                    "waiting-room",
+                    429,
+                    "You are in the queue",
+                    format!("you are number {position} in the queue; we will let you in in order"),
+                )
+                .with("position", *position)
+                .with("retry_after", *retry_after)
+                .with("sold_out", false),
                 format!("You are number {position} in the queue. This page refreshes on its own."),
                 set_cookie.clone(),
                 Some(*retry_after),
             ),
             Verdict::SoldOut => (
                 410,
-                serde_json::json!({
-                    "type": "https://meridian.dev/problems/sold-out",
-                    "title": "Sold out",
-                    "status": 410,
-                    "detail": "this sale sold out; there is nothing left to queue for",
-                    "sold_out": true,
-                }),
+                Problem::typed(
+                    "sold-out",
+                    410,
+                    "Sold out",
+                    "this sale sold out; there is nothing left to queue for",
+                )
+                .with("sold_out", true),
                 "This sale sold out. There is nothing left to queue for.".to_string(),
                 clear,
                 None,
             ),
             Verdict::Refused { detail } => (
                 403,
-                serde_json::json!({
-                    "type": "https://meridian.dev/problems/waiting-room-ticket",
-                    "title": "Invalid waiting-room ticket",
-                    "status": 403,
-                    "detail": detail,
-                }),
+                Problem::typed(
+                    "waiting-room-ticket",
+                    403,
+                    "Invalid waiting-room ticket",
+                    detail.to_string(),
+                ),
                 format!("{detail}. Please join the queue again."),
                 clear,
                 None,
@@ -272,7 +273,7 @@ impl WaitingRoom {
                 )),
             )
         } else {
-            ("application/problem+json", Bytes::from(json.to_string()))
+            (problem::CONTENT_TYPE, Bytes::from(json.to_json()))
         };
         let mut headers = vec![("set-cookie", cookie)];
         if let Some(retry) = retry {

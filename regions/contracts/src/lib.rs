@@ -11,6 +11,8 @@
 //!   overrides, shared by the origins that store them and the edges.
 //! - [`invalidation`]: the regional invalidation channel's message format,
 //!   shared by the origins that publish and the edges that purge.
+//! - [`problem`]: the RFC 9457 problem body every process answers errors
+//!   with.
 //! - [`ids`]: numeric path ids in their one canonical spelling, parsed
 //!   the same way by the origin's routes and the edge's waiting room.
 //!
@@ -21,4 +23,5 @@
 pub mod ids;
 pub mod invalidation;
 pub mod modes;
+pub mod problem;
 pub mod shopper_token;
