@@ -95,10 +95,14 @@ pub enum CliError {
 }
 
 pub fn run(cli: Cli) -> Result<(), CliError> {
-    if matches!(
-        cli.command,
-        Command::Edge(_) | Command::Origin(_) | Command::Up(_)
-    ) {
+    // Servers only (a config check starts nothing).
+    let serves = match &cli.command {
+        Command::Edge(args) => args.check_config.is_none(),
+        Command::Origin(args) => args.check_config.is_none(),
+        Command::Up(_) => true,
+        _ => false,
+    };
+    if serves {
         let limit = meridian_launcher::raise_fd_limit();
         tracing::info!(limit, "open-file limit");
     }

@@ -1,4 +1,7 @@
-//! `meridian origin --config FILE`: one origin process.
+//! `meridian origin --config FILE`: one origin process;
+//! `meridian origin --check-config FILE`: validate that config and exit
+//! (nothing is connected to or started: a deployment checks its rendered
+//! config with it).
 
 use std::path::PathBuf;
 
@@ -10,16 +13,34 @@ use crate::{CliError, stop_signal};
 #[derive(Debug, Args)]
 pub struct OriginArgs {
     /// The origin's TOML config file.
-    #[arg(long)]
-    pub config: PathBuf,
+    #[arg(long, value_name = "FILE", required_unless_present = "check_config")]
+    pub config: Option<PathBuf>,
+    /// Validate this config file and exit: 0 and a summary when it is
+    /// valid, an error naming the field when it is not.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["config", "migrate"])]
+    pub check_config: Option<PathBuf>,
     /// Run the catalog migrations on the primary before serving.
     #[arg(long)]
     pub migrate: bool,
 }
 
 pub async fn run(args: OriginArgs) -> Result<(), CliError> {
+    if let Some(path) = &args.check_config {
+        let config = OriginConfig::load(path)?;
+        println!(
+            "{}: a valid origin config (region {}, public {}, internal {})",
+            path.display(),
+            config.region,
+            config.listen,
+            config.internal_listen
+        );
+        return Ok(());
+    }
+    let Some(path) = &args.config else {
+        return Err(CliError::Other("give --config FILE".into()));
+    };
     meridian_origin::install_failpoints();
-    let config = OriginConfig::load(&args.config)?;
+    let config = OriginConfig::load(path)?;
     if args.migrate {
         meridian_origin::db::migrate(&config.database.primary_url).await?;
     }

@@ -288,3 +288,94 @@ fn token_mints_a_verifiable_shopper_token_and_refuses_bad_input() {
         assert!(stderr.contains(message), "{args:?}: {stderr}");
     }
 }
+
+/// `meridian origin|edge --check-config FILE`: validates, starts nothing
+/// (its listen ports are taken and its database does not exist), and
+/// names the field of a bad config.
+#[test]
+fn check_config_validates_without_starting_anything() {
+    let dir = tempfile::tempdir().unwrap();
+    let taken = [
+        std::net::TcpListener::bind("127.0.0.1:0").unwrap(),
+        std::net::TcpListener::bind("127.0.0.1:0").unwrap(),
+    ];
+    let port = taken[0].local_addr().unwrap().port();
+    let other = taken[1].local_addr().unwrap().port();
+    let origin = format!(
+        r#"region = "us-east"
+listen = "127.0.0.1:{port}"
+internal_listen = "127.0.0.1:{other}"
+admin_tokens = [{{ name = "ops", token = "an-admin-token-of-some-length-0123" }}]
+
+[database]
+primary_url = "postgres://meridian@no-such-host.invalid:5432/meridian"
+lag_tolerance = "2s"
+
+[shoppers]
+hs256_secret = "a-shopper-token-secret-of-some-length-0123456789"
+guest_cookie_secret = "a-guest-cookie-secret-of-some-length-0123456789"
+"#
+    );
+    let edge = format!(
+        r#"region = "us-east"
+listen = "127.0.0.1:{port}"
+admin_listen = "127.0.0.1:{other}"
+admin_tokens = ["an-edge-admin-token-0123456789"]
+upstreams = [{{ name = "us-east", origins = ["127.0.0.1:9"], latency_ms = 0 }}]
+"#
+    );
+    let check = |kind: &str, text: &str| {
+        let path = dir.path().join(format!("{kind}.toml"));
+        std::fs::write(&path, text).unwrap();
+        let output = Command::new(BIN)
+            .args([kind, "--check-config"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        (
+            output.status.code(),
+            String::from_utf8_lossy(&output.stdout).to_string(),
+            String::from_utf8_lossy(&output.stderr).to_string(),
+        )
+    };
+
+    let (code, stdout, _) = check("origin", &origin);
+    assert_eq!(code, Some(0));
+    assert!(
+        stdout.contains("a valid origin config (region us-east"),
+        "{stdout}"
+    );
+    let (code, stdout, _) = check("edge", &edge);
+    assert_eq!(code, Some(0));
+    assert!(
+        stdout.contains("a valid edge config (region us-east"),
+        "{stdout}"
+    );
+
+    // Bad configs: a value of the wrong type, a rule across fields, an
+    // unknown key. Each names what is wrong.
+    let (code, _, stderr) = check("origin", &origin.replace("\"2s\"", "\"soon\""));
+    assert_eq!(code, Some(1));
+    assert!(stderr.contains("lag_tolerance"), "{stderr}");
+    let (code, _, stderr) = check(
+        "origin",
+        &origin.replace(
+            "hs256_secret = \"a-shopper-token-secret-of-some-length-0123456789\"\n",
+            "",
+        ),
+    );
+    assert_eq!(code, Some(1));
+    assert!(stderr.contains("shoppers"), "{stderr}");
+    let (code, _, stderr) = check("edge", &format!("{edge}colour = \"blue\"\n"));
+    assert_eq!(code, Some(1));
+    assert!(stderr.contains("colour"), "{stderr}");
+
+    // --config and --check-config together are a usage error.
+    let status = Command::new(BIN)
+        .args(["edge", "--config", "a.toml", "--check-config", "b.toml"])
+        .output()
+        .unwrap()
+        .status;
+    assert_eq!(status.code(), Some(2));
+    drop(taken);
+}
