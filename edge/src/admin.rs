@@ -2,9 +2,12 @@
 //!
 //! - `GET /healthz`: the process is up.
 //! - `GET /readyz`: 200 while every public listener accepts connections
-//!   and some region has a healthy origin, with each
-//!   origin's health and the operating mode applied (`stale` when no
-//!   origin of the region could be asked); 503 otherwise.
+//!   and the edge is not draining (after SIGTERM); 503 otherwise. It
+//!   depends on the edge alone: with every origin down the edge stays
+//!   ready, since it still serves what it has cached (stale included).
+//!   The body shows each origin's health (`origins_healthy`: any), the
+//!   operating mode applied (`stale` when no origin of the region could
+//!   be asked) and the cache.
 //! - `GET /metrics`: Prometheus text exposition.
 //! - `POST /purge` (bearer token): `{"urls": [...], "tags": [...], "all":
 //!   false}` → `{"purged": n}`.
@@ -43,6 +46,8 @@ pub struct AdminState {
     pub modes: Arc<crate::modes::EdgeModes>,
     /// The public listeners (plain and TLS): ready means they accept.
     pub public_listeners: Vec<std::net::SocketAddr>,
+    /// Set on SIGTERM: not ready from then on.
+    pub draining: Arc<AtomicBool>,
 }
 
 /// The admin HTTP server; the listener is bound at build time so a taken
@@ -151,12 +156,15 @@ async fn listeners_accept(
 async fn readyz(State(state): State<AdminState>) -> Response {
     let listeners = listeners_accept(&state.public_listeners).await;
     let accepting = listeners.values().all(|v| v.as_bool() == Some(true));
-    let ready = accepting && state.router.any_healthy();
+    let draining = state.draining.load(Ordering::Relaxed);
+    let ready = accepting && !draining;
     let body = serde_json::json!({
         "region": state.region,
         "ready": ready,
+        "draining": draining,
         "listeners": listeners,
         "origins": health(&state),
+        "origins_healthy": state.router.any_healthy(),
         "purge_listener": state.purge_listener.as_ref().map(|l| l.load(Ordering::Relaxed)),
         "cache": { "objects": state.cache.items(), "bytes": state.cache.bytes() },
         "modes": state.modes.status(),

@@ -89,6 +89,12 @@ pub struct EdgeConfig {
     /// Seconds to keep serving in-flight requests on shutdown.
     #[serde(default = "defaults::grace_period")]
     pub grace_period_seconds: u64,
+    /// On SIGTERM, how long `/readyz` answers 503 (`draining`) while the
+    /// listeners still accept, so load balancers stop sending new
+    /// connections before they close; then in-flight requests get
+    /// `grace_period_seconds`.
+    #[serde(with = "humantime_serde", default = "defaults::drain_delay")]
+    pub drain_delay: Duration,
     /// Operating modes: how the edge follows them and what they change.
     #[serde(default)]
     pub modes: ModesConfig,
@@ -479,6 +485,9 @@ mod defaults {
     pub fn write_buffer_bytes() -> usize {
         16 * 1024
     }
+    pub fn drain_delay() -> Duration {
+        Duration::from_secs(5)
+    }
     pub fn grace_period() -> u64 {
         5
     }
@@ -674,6 +683,9 @@ impl EdgeConfig {
                 "request_head_timeout",
                 "must be between 100ms and 60s".into(),
             );
+        }
+        if self.drain_delay > Duration::from_secs(300) {
+            return invalid("drain_delay", "must be at most 5m".into());
         }
         if !(1460..=1024 * 1024).contains(&self.write_buffer_bytes) {
             return invalid(

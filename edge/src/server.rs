@@ -66,6 +66,9 @@ pub enum StartError {
 pub struct EdgeServer {
     server: Server,
     pub cache: EdgeCache,
+    /// Set when a graceful stop begins: `/readyz` answers 503.
+    draining: Arc<AtomicBool>,
+    drain_delay: std::time::Duration,
 }
 
 impl EdgeServer {
@@ -240,6 +243,7 @@ impl EdgeServer {
                 addr: config.admin_listen,
                 source,
             })?;
+        let draining = Arc::new(AtomicBool::new(false));
         let admin = AdminService::new(
             admin_listener,
             AdminState {
@@ -253,17 +257,53 @@ impl EdgeServer {
                 public_listeners: std::iter::once(config.listen)
                     .chain(config.tls.as_ref().map(|tls| tls.listen))
                     .collect(),
+                draining: draining.clone(),
             },
         );
         server.add_service(background_service("admin", admin));
-        Ok(Self { server, cache })
+        Ok(Self {
+            server,
+            cache,
+            draining,
+            drain_delay: config.drain_delay,
+        })
     }
 
     /// Serves until `shutdown` fires (SIGTERM/SIGINT for the binary).
-    pub fn run(self, shutdown: Box<dyn ShutdownSignalWatch>) {
+    /// Runs until `shutdown` fires. A graceful stop (SIGTERM) first
+    /// drains: `/readyz` turns 503 while the listeners keep accepting for
+    /// `drain_delay`, then they close and in-flight requests get the grace
+    /// period.
+    pub fn run(self, shutdown: impl ShutdownSignalWatch + Send + Sync + 'static) {
         self.server.run(RunArgs {
-            shutdown_signal: shutdown,
+            shutdown_signal: Box::new(Draining {
+                inner: shutdown,
+                draining: self.draining,
+                delay: self.drain_delay,
+            }),
         });
+    }
+}
+
+/// A shutdown signal that, on a graceful stop, marks the edge draining and
+/// waits `delay` before pingora closes the listeners.
+struct Draining<W> {
+    inner: W,
+    draining: Arc<AtomicBool>,
+    delay: std::time::Duration,
+}
+
+#[async_trait::async_trait]
+impl<W: ShutdownSignalWatch + Send + Sync> ShutdownSignalWatch for Draining<W> {
+    async fn recv(&self) -> pingora::server::ShutdownSignal {
+        let signal = self.inner.recv().await;
+        if matches!(signal, pingora::server::ShutdownSignal::GracefulTerminate) {
+            self.draining
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+            tracing::info!(delay = ?self.delay, "draining: not ready, listeners close after the delay");
+            tokio::time::sleep(self.delay).await;
+        }
+        signal
     }
 }
 
@@ -305,7 +345,7 @@ impl EdgeServer {
         let edge = Self::build(config)?;
         let cache = edge.cache;
         let (stop, receiver) = tokio::sync::oneshot::channel();
-        let shutdown = Box::new(ChannelShutdown(parking_lot::Mutex::new(Some(receiver))));
+        let shutdown = ChannelShutdown(parking_lot::Mutex::new(Some(receiver)));
         let (done, stopped) = std::sync::mpsc::channel();
         let thread = std::thread::Builder::new()
             .name("edge".into())

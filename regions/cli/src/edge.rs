@@ -50,7 +50,7 @@ pub fn run(args: EdgeArgs) -> Result<(), CliError> {
         tls = ?config.tls.as_ref().map(|t| t.listen),
         "edge starting"
     );
-    EdgeServer::build(config)?.run(Box::new(UnixShutdownSignalWatch));
+    EdgeServer::build(config)?.run(UnixShutdownSignalWatch);
     tracing::info!(%region, "edge stopped");
     Ok(())
 }

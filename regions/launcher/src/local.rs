@@ -270,6 +270,8 @@ pub fn edge_config(
         // A local stack is for development: show the cache key parts.
         debug_headers: true,
         grace_period_seconds: 1,
+        // A laptop has no load balancer to drain from.
+        drain_delay: std::time::Duration::ZERO,
         modes: Default::default(),
         // Queues checkout and flash claims in `degraded` mode (the feature
         // `checkout-queueing`), sized for a laptop.

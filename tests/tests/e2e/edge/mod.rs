@@ -8,6 +8,7 @@ mod limits;
 mod modes;
 mod protocol;
 mod purge;
+mod readiness;
 mod routing;
 pub mod upstream;
 mod waiting_room;
@@ -38,6 +39,7 @@ pub fn edge_config(region: &str, upstreams: Vec<UpstreamRegion>) -> EdgeConfig {
     config.upstreams = upstreams;
     config.debug_headers = true;
     config.grace_period_seconds = 0;
+    config.drain_delay = Duration::ZERO;
     config.health.interval = Duration::from_millis(200);
     config
 }
@@ -95,9 +97,11 @@ impl TestEdge {
                 )),
                 Err(_) => None,
             };
-            let ready = readyz
-                .as_ref()
-                .is_some_and(|(status, body)| *status == 200 && body["purge_listener"] != false);
+            // The edge's readiness is its own; tests also wait for the
+            // first health check to find an origin.
+            let ready = readyz.as_ref().is_some_and(|(status, body)| {
+                *status == 200 && body["purge_listener"] != false && body["origins_healthy"] == true
+            });
             let listening = tokio::net::TcpStream::connect(edge.url.trim_start_matches("http://"))
                 .await
                 .is_ok();
