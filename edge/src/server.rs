@@ -13,9 +13,6 @@ use std::sync::atomic::AtomicBool;
 use pingora::apps::HttpServerOptions;
 use pingora::listeners::ListenerConfig;
 use pingora::listeners::tls::TlsSettings;
-
-use crate::connection_cap::ConnectionCap;
-use crate::head_deadline::HeadDeadline;
 use pingora::protocols::l4::stream::L4BufferSettings;
 use pingora::server::configuration::ServerConf;
 use pingora::server::{RunArgs, Server, ShutdownSignalWatch};
@@ -26,7 +23,9 @@ use crate::admin::{AdminService, AdminState};
 use crate::bots::BotScorer;
 use crate::cache::EdgeCache;
 use crate::config::EdgeConfig;
+use crate::connection_cap::ConnectionCap;
 use crate::geo::Geo;
+use crate::head_deadline::HeadDeadline;
 use crate::identity::Identity;
 use crate::metrics::EdgeMetrics;
 use crate::modes::{EdgeModes, ModesFollower};
@@ -269,11 +268,10 @@ impl EdgeServer {
         })
     }
 
-    /// Serves until `shutdown` fires (SIGTERM/SIGINT for the binary).
-    /// Runs until `shutdown` fires. A graceful stop (SIGTERM) first
-    /// drains: `/readyz` turns 503 while the listeners keep accepting for
-    /// `drain_delay`, then they close and in-flight requests get the grace
-    /// period.
+    /// Serves until `shutdown` fires (SIGTERM/SIGINT for the binary). A
+    /// graceful stop (SIGTERM) first drains: `/readyz` turns 503 while the
+    /// listeners keep accepting for `drain_delay`, then they close and
+    /// in-flight requests get the grace period.
     pub fn run(self, shutdown: impl ShutdownSignalWatch + Send + Sync + 'static) {
         self.server.run(RunArgs {
             shutdown_signal: Box::new(Draining {

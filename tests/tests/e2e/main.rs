@@ -18,6 +18,7 @@ mod deadlines;
 mod edge;
 mod flash;
 mod helpers;
+mod image;
 mod inventory;
 mod mode_behaviour;
 mod modes;
