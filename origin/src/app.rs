@@ -90,6 +90,8 @@ pub struct HealthContext {
     pub l2: Option<L2>,
     pub region: Arc<str>,
     pub modes: Modes,
+    /// Set when a stop begins: not ready from then on.
+    pub draining: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl FromRef<AppState> for CatalogState {
@@ -179,6 +181,9 @@ pub struct Application {
     internal_router: Router,
     /// Longest a client may take to send a request head.
     head_timeout: std::time::Duration,
+    /// Between a stop and the listeners closing: `/readyz` is 503.
+    drain_delay: std::time::Duration,
+    draining: Arc<std::sync::atomic::AtomicBool>,
     shutdown: CancellationToken,
     tasks: JoinSet<()>,
 }
@@ -219,6 +224,7 @@ impl Application {
         };
         let instance = format!("{}-{:016x}", config.region, rand::random::<u64>());
         let shutdown = CancellationToken::new();
+        let draining = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let mut tasks = JoinSet::new();
 
         tasks.spawn(
@@ -381,6 +387,7 @@ impl Application {
                 l2,
                 region: config.region.clone().into(),
                 modes,
+                draining: draining.clone(),
             })),
         }));
         let router = public_routes(state.clone(), config.max_body_bytes);
@@ -398,6 +405,8 @@ impl Application {
             internal_listener,
             internal_router,
             head_timeout: config.request_head_timeout,
+            drain_delay: config.drain_delay,
+            draining,
             shutdown,
             tasks,
         })
@@ -416,8 +425,9 @@ impl Application {
             .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)))
     }
 
-    /// Serves until `stop` resolves, then drains connections and stops the
-    /// background tasks.
+    /// Serves until `stop` resolves; then `/readyz` answers 503 for
+    /// `drain_delay` while both listeners still serve, then the listeners
+    /// close, open requests finish and the background tasks stop.
     pub async fn run_until_stopped(
         self,
         stop: impl std::future::Future<Output = ()> + Send + 'static,
@@ -428,9 +438,22 @@ impl Application {
             internal_listener,
             internal_router,
             head_timeout,
+            drain_delay,
+            draining,
             shutdown,
             mut tasks,
         } = self;
+        let stop = async move {
+            stop.await;
+            draining.store(true, std::sync::atomic::Ordering::Relaxed);
+            if !drain_delay.is_zero() {
+                tracing::info!(
+                    ?drain_delay,
+                    "draining: not ready, listeners close after the delay"
+                );
+                tokio::time::sleep(drain_delay).await;
+            }
+        };
         // The internal listener drains with the public one: `stop` ends
         // the public server, whose end cancels `shutdown`.
         let internal_stop = shutdown.clone();
@@ -529,10 +552,12 @@ pub(crate) async fn readyz(State(HealthState(health)): State<HealthState>) -> Re
     let any_replica = health.db.replicas().iter().any(|r| r.state.usable());
     let primary = health.db.primary_reachable().await;
     let redis = health.l2.as_ref().map(L2::is_available);
-    let ready = any_replica || primary;
+    let draining = health.draining.load(std::sync::atomic::Ordering::Relaxed);
+    let ready = (any_replica || primary) && !draining;
     let applied = health.modes.current();
     let body = serde_json::json!({
         "ready": ready,
+        "draining": draining,
         "region": &*health.region,
         "primary": primary,
         "replicas": replicas,

@@ -25,6 +25,11 @@ pub struct OriginConfig {
     /// half-sent heads cannot hold connections for long.
     #[serde(with = "humantime_serde", default = "defaults::request_head_timeout")]
     pub request_head_timeout: Duration,
+    /// On a stop (SIGTERM), how long `/readyz` answers 503 (`draining`)
+    /// while both listeners keep serving, so load balancers and edges stop
+    /// sending before they close; then open requests finish.
+    #[serde(with = "humantime_serde", default = "defaults::drain_delay")]
+    pub drain_delay: Duration,
     pub database: DatabaseConfig,
     /// The regional Redis (L2 cache, invalidation channel). Optional: without
     /// it the origin runs on L1 and the database alone.
@@ -527,6 +532,9 @@ mod defaults {
     pub fn request_head_timeout() -> Duration {
         Duration::from_secs(5)
     }
+    pub fn drain_delay() -> Duration {
+        Duration::from_secs(5)
+    }
     pub fn checkout_deadline() -> Duration {
         Duration::from_secs(4)
     }
@@ -765,6 +773,9 @@ impl OriginConfig {
         }
         if self.request_head_timeout < Duration::from_millis(100) {
             return invalid("request_head_timeout", "must be at least 100ms");
+        }
+        if self.drain_delay > Duration::from_secs(300) {
+            return invalid("drain_delay", "must be at most 5m");
         }
         if self.checkout.deadline < Duration::from_millis(100) {
             return invalid("checkout.deadline", "must be at least 100ms");

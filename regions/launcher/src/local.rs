@@ -50,6 +50,8 @@ pub fn origin_config(
         // A free port by default; `meridian up` sets the topology's.
         internal_listen: SocketAddr::new(listen.ip(), 0),
         request_head_timeout: std::time::Duration::from_secs(5),
+        // A laptop has no load balancer to drain from.
+        drain_delay: std::time::Duration::ZERO,
         database: DatabaseConfig {
             primary_url: stack.primary_url(),
             replicas,

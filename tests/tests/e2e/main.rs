@@ -20,6 +20,7 @@ mod flash;
 mod helpers;
 mod image;
 mod inventory;
+mod lifecycle;
 mod mode_behaviour;
 mod modes;
 mod orders;
