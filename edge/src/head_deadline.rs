@@ -170,6 +170,14 @@ impl DeadlineStream {
         }
     }
 
+    /// Looks at a write's outcome: bytes of a response written end the
+    /// message, so the next byte read starts a new head.
+    fn wrote(&mut self, written: &Poll<io::Result<usize>>) {
+        if matches!(written, Poll::Ready(Ok(n)) if *n > 0) && matches!(self.phase, Phase::Message) {
+            self.phase = Phase::BetweenRequests;
+        }
+    }
+
     fn head_pending(&self) -> bool {
         matches!(self.phase, Phase::Head { .. })
     }
@@ -220,9 +228,7 @@ impl AsyncWrite for DeadlineStream {
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         let written = Pin::new(&mut this.inner).poll_write(cx, buf);
-        if matches!(written, Poll::Ready(Ok(n)) if n > 0) && matches!(this.phase, Phase::Message) {
-            this.phase = Phase::BetweenRequests;
-        }
+        this.wrote(&written);
         written
     }
 
@@ -241,9 +247,7 @@ impl AsyncWrite for DeadlineStream {
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         let written = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
-        if matches!(written, Poll::Ready(Ok(n)) if n > 0) && matches!(this.phase, Phase::Message) {
-            this.phase = Phase::BetweenRequests;
-        }
+        this.wrote(&written);
         written
     }
 

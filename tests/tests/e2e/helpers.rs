@@ -510,3 +510,54 @@ impl TestStack {
             .expect("psp started")
     }
 }
+
+/// `GET {base}/readyz`: its status and JSON body; `None` while nothing
+/// answers.
+pub async fn readyz(client: &reqwest::Client, base: &str) -> Option<(u16, serde_json::Value)> {
+    let response = client.get(format!("{base}/readyz")).send().await.ok()?;
+    let status = response.status().as_u16();
+    Some((status, response.json().await.unwrap_or_default()))
+}
+
+/// A graceful stop as Kubernetes sends it: SIGTERM to `process`, then
+/// waits until `{admin}/readyz` answers 503 `draining`. Returns when the
+/// signal was sent.
+pub async fn sigterm_until_draining(
+    process: &meridian_launcher::process::ManagedProcess,
+    client: &reqwest::Client,
+    admin: &str,
+) -> Instant {
+    let pid = nix::unistd::Pid::from_raw(process.pid().expect("running") as i32);
+    let stopped_at = Instant::now();
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("SIGTERM");
+    eventually(
+        "readyz turns 503 (draining)",
+        Duration::from_secs(2),
+        || async {
+            readyz(client, admin)
+                .await
+                .is_some_and(|(status, body)| status == 503 && body["draining"] == true)
+        },
+    )
+    .await;
+    stopped_at
+}
+
+/// Waits for `process` to exit after the stop sent at `stopped_at`, and
+/// checks it did not leave before `drain_delay`.
+pub async fn exits_after_drain(
+    process: meridian_launcher::process::ManagedProcess,
+    stopped_at: Instant,
+    drain_delay: Duration,
+) {
+    let process = std::sync::Mutex::new(process);
+    eventually(
+        "the process exits after the drain",
+        Duration::from_secs(15),
+        || async { process.lock().expect("process").exited().is_some() },
+    )
+    .await;
+    let took = stopped_at.elapsed();
+    println!("SIGTERM to exit: {took:?} (drain_delay {drain_delay:?})");
+    assert!(took >= drain_delay, "left before the drain delay: {took:?}");
+}

@@ -2,10 +2,11 @@
 //! (`draining`) while both listeners keep serving for `drain_delay`, so
 //! edges and load balancers stop sending first; then the process exits.
 
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use crate::helpers::{HOME, TestStack, eventually, meridian_bin};
+use crate::helpers::{
+    HOME, TestStack, eventually, exits_after_drain, meridian_bin, readyz, sigterm_until_draining,
+};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_origin_drains_on_sigterm_before_its_listeners_close() {
@@ -29,36 +30,19 @@ async fn an_origin_drains_on_sigterm_before_its_listeners_close() {
         nix::sys::signal::Signal::SIGTERM,
     )
     .unwrap();
-    let pid = nix::unistd::Pid::from_raw(process.pid().expect("pid") as i32);
-    let process = Mutex::new(process);
     let (public, admin) = (
         format!("http://127.0.0.1:{port}"),
         format!("http://127.0.0.1:{internal}"),
     );
     let client = reqwest::Client::new();
-    let readyz = || async {
-        let response = client.get(format!("{admin}/readyz")).send().await.ok()?;
-        let status = response.status().as_u16();
-        let body: serde_json::Value = response.json().await.ok()?;
-        Some((status, body))
-    };
     eventually("the origin is ready", Duration::from_secs(20), || async {
-        readyz().await.is_some_and(|(status, _)| status == 200)
+        readyz(&client, &admin)
+            .await
+            .is_some_and(|(status, _)| status == 200)
     })
     .await;
 
-    let stopped_at = Instant::now();
-    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("SIGTERM");
-    eventually(
-        "readyz turns 503 (draining)",
-        Duration::from_secs(2),
-        || async {
-            readyz()
-                .await
-                .is_some_and(|(status, body)| status == 503 && body["draining"] == true)
-        },
-    )
-    .await;
+    let stopped_at = sigterm_until_draining(&process, &client, &admin).await;
     // Still serving shoppers while draining.
     let product = client
         .get(format!("{public}/v1/products/1"))
@@ -66,16 +50,5 @@ async fn an_origin_drains_on_sigterm_before_its_listeners_close() {
         .await
         .expect("the public listener serves while draining");
     assert_eq!(product.status(), 200);
-    eventually(
-        "the origin exits after the drain",
-        Duration::from_secs(15),
-        || async { process.lock().expect("process").exited().is_some() },
-    )
-    .await;
-    let took = stopped_at.elapsed();
-    println!("SIGTERM to exit: {took:?} (drain_delay 2 s)");
-    assert!(
-        took >= Duration::from_secs(2),
-        "left before the drain delay: {took:?}"
-    );
+    exits_after_drain(process, stopped_at, config.drain_delay).await;
 }

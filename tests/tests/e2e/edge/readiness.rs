@@ -3,31 +3,11 @@
 //! a graceful stop (SIGTERM) drains: `/readyz` turns 503 while the
 //! listeners keep accepting for `drain_delay`, then the process exits.
 
-use std::time::{Duration, Instant};
-
-use serde_json::Value;
+use std::time::Duration;
 
 use super::upstream::TestUpstream;
 use super::{edge_config, region};
-use crate::helpers::{eventually, meridian_bin};
-
-/// The edge process, killed if the test ends before it exits.
-struct Reaped(std::sync::Mutex<std::process::Child>);
-
-impl Drop for Reaped {
-    fn drop(&mut self) {
-        if let Ok(child) = self.0.get_mut() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-async fn readyz(client: &reqwest::Client, admin: &str) -> Option<(u16, Value)> {
-    let response = client.get(format!("{admin}/readyz")).send().await.ok()?;
-    let status = response.status().as_u16();
-    Some((status, response.json().await.unwrap_or_default()))
-}
+use crate::helpers::{eventually, exits_after_drain, meridian_bin, readyz, sigterm_until_draining};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_edge_stays_ready_without_origins_and_drains_on_sigterm() {
@@ -39,16 +19,15 @@ async fn an_edge_stays_ready_without_origins_and_drains_on_sigterm() {
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("edge.toml");
     std::fs::write(&path, toml::to_string(&config).expect("edge config")).expect("write config");
-    let log = std::fs::File::create(dir.path().join("edge.log")).expect("log file");
-    let child = std::process::Command::new(meridian_bin())
-        .args(["edge", "--config"])
-        .arg(&path)
-        .stdout(log.try_clone().expect("log"))
-        .stderr(log)
-        .spawn()
-        .expect("meridian edge starts");
-    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
-    let child = Reaped(std::sync::Mutex::new(child));
+    let mut command = std::process::Command::new(meridian_bin());
+    command.args(["edge", "--config"]).arg(&path);
+    let process = meridian_launcher::process::ManagedProcess::spawn(
+        "edge-drain",
+        command,
+        &dir.path().join("edge.log"),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .expect("meridian edge starts");
     let client = reqwest::Client::new();
     eventually(
         "the edge is ready, its origin healthy",
@@ -79,32 +58,10 @@ async fn an_edge_stays_ready_without_origins_and_drains_on_sigterm() {
 
     // SIGTERM: not ready at once, still accepting during the drain delay,
     // then gone.
-    let stopped_at = Instant::now();
-    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("SIGTERM");
-    eventually(
-        "readyz turns 503 (draining)",
-        Duration::from_secs(2),
-        || async {
-            readyz(&client, &admin)
-                .await
-                .is_some_and(|(status, body)| status == 503 && body["draining"] == true)
-        },
-    )
-    .await;
+    let stopped_at = sigterm_until_draining(&process, &client, &admin).await;
     assert!(
         tokio::net::TcpStream::connect(public).await.is_ok(),
         "the public listener still accepts while draining"
     );
-    eventually(
-        "the edge exits after the drain",
-        Duration::from_secs(15),
-        || async { matches!(child.0.lock().expect("child").try_wait(), Ok(Some(_))) },
-    )
-    .await;
-    let took = stopped_at.elapsed();
-    println!("SIGTERM to exit: {took:?} (drain_delay 2 s)");
-    assert!(
-        took >= Duration::from_secs(2),
-        "left before the drain delay: {took:?}"
-    );
+    exits_after_drain(process, stopped_at, config.drain_delay).await;
 }
