@@ -22,6 +22,7 @@ use axum::extract::{FromRequest, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use meridian_config::Secret;
 use meridian_contracts::problem::Problem;
 use parking_lot::Mutex;
 use pingora::server::ShutdownWatch;
@@ -40,7 +41,7 @@ pub struct AdminState {
     pub cache: EdgeCache,
     pub router: Arc<Router>,
     pub metrics: Arc<EdgeMetrics>,
-    pub tokens: Arc<[String]>,
+    pub tokens: Arc<[Secret]>,
     /// Whether the Redis purge listener is subscribed (`None`: no Redis).
     pub purge_listener: Option<Arc<AtomicBool>>,
     pub modes: Arc<crate::modes::EdgeModes>,
@@ -234,7 +235,7 @@ fn authorised(state: &AdminState, headers: &HeaderMap) -> Result<(), Box<Respons
     let known = state
         .tokens
         .iter()
-        .any(|t| bool::from(t.as_bytes().ct_eq(presented.as_bytes())));
+        .any(|t| bool::from(t.expose().as_bytes().ct_eq(presented.as_bytes())));
     if known {
         Ok(())
     } else {

@@ -205,7 +205,7 @@ impl BotScorer {
     fn signature(&self, expiry: u64, ip: Option<IpAddr>, user_agent: &str) -> String {
         let ip = ip.map(|ip| ip.to_string()).unwrap_or_default();
         signing::hmac_hex(
-            self.config.challenge_secret.as_bytes(),
+            self.config.challenge_secret.expose().as_bytes(),
             &[
                 expiry.to_string().as_bytes(),
                 b"|",
@@ -263,14 +263,13 @@ mod tests {
 
     fn scorer() -> BotScorer {
         BotScorer::new(&BotsConfig {
-            challenge_secret: "a-challenge-secret-of-enough-length".into(),
             hot_route_per_second: 5,
             verified: vec![VerifiedBot {
                 name: "googlebot".into(),
                 user_agent: "Googlebot".into(),
                 ranges: vec!["66.249.64.0/19".parse().unwrap()],
             }],
-            ..BotsConfig::default()
+            ..BotsConfig::with_secret("a-challenge-secret-of-enough-length".parse().unwrap())
         })
         .unwrap()
     }

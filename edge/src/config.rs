@@ -1,6 +1,9 @@
 //! The edge's typed configuration: one TOML file per edge process (`meridian
 //! up` writes one per region; a standalone edge is given one by hand),
-//! validated at load so a bad value is an error naming the field.
+//! overridden by `MERIDIAN_EDGE__<KEY>` variables, secrets possibly read
+//! from files (`<name>_file`), all through the shared loader
+//! (`meridian-config`), and validated at load so a bad value is an error
+//! naming the file or variable and the field.
 //!
 //! The same format serves both uses: `upstreams` lists the regions this edge
 //! can send requests to, with their origins, countries and latencies. A
@@ -11,8 +14,11 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use meridian_config::{EnvPrefix, Layer, Loaded};
 use meridian_contracts::shopper_token::MIN_SECRET_BYTES;
 use serde::{Deserialize, Serialize};
+
+pub use meridian_config::{RedisUrl, Secret};
 
 /// Everything one edge process needs.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -28,7 +34,7 @@ pub struct EdgeConfig {
     #[serde(default)]
     pub tls: Option<TlsConfig>,
     /// Bearer tokens accepted by the admin API's write endpoints (purge).
-    pub admin_tokens: Vec<String>,
+    pub admin_tokens: Vec<Secret>,
     /// Regions this edge can route to; must include `region`.
     pub upstreams: Vec<UpstreamRegion>,
     #[serde(default)]
@@ -50,7 +56,7 @@ pub struct EdgeConfig {
     /// The regional Redis: purge channel. Optional (purges then come only
     /// through the admin API).
     #[serde(default)]
-    pub redis_url: Option<String>,
+    pub redis_url: Option<RedisUrl>,
     /// Redis channel the region's origins publish invalidated keys on.
     #[serde(default = "defaults::purge_channel")]
     pub purge_channel: String,
@@ -110,7 +116,7 @@ pub struct EdgeConfig {
 pub struct WaitingRoomConfig {
     /// Signs the queue tickets and admissions (at least 32 bytes; the same
     /// on every edge of the region).
-    pub secret: String,
+    pub secret: Secret,
     /// Shoppers in at once, per room.
     pub active_users: u32,
     /// Shoppers let in per minute, per room.
@@ -143,8 +149,9 @@ pub struct ModesConfig {
     pub poll_interval: Duration,
     /// Where the applied setting is kept across restarts (absent: not
     /// kept; a restarted edge starts `normal` until an origin answers).
+    /// Not `state_file`: a key ending in `_file` names a secret's file.
     #[serde(default)]
-    pub state_file: Option<PathBuf>,
+    pub state_path: Option<PathBuf>,
     /// In `degraded` mode, how long past its freshness a cached response is
     /// still served (while it is revalidated in the background, and
     /// whenever the origins fail), beyond what the origin allowed.
@@ -162,7 +169,7 @@ impl Default for ModesConfig {
     fn default() -> Self {
         Self {
             poll_interval: defaults::modes_poll_interval(),
-            state_file: None,
+            state_path: None,
             degraded_serve_stale: defaults::degraded_serve_stale(),
             maintenance_retry_after: defaults::maintenance_retry_after(),
         }
@@ -303,7 +310,7 @@ pub struct BotsConfig {
     #[serde(default = "defaults::block_at")]
     pub block_at: u32,
     /// Signs challenge cookies (at least 32 bytes).
-    pub challenge_secret: String,
+    pub challenge_secret: Secret,
     /// How long a passed challenge lasts.
     #[serde(with = "humantime_serde", default = "defaults::challenge_ttl")]
     pub challenge_ttl: Duration,
@@ -319,13 +326,14 @@ pub struct BotsConfig {
     pub verified: Vec<VerifiedBot>,
 }
 
-impl Default for BotsConfig {
-    fn default() -> Self {
+impl BotsConfig {
+    /// The defaults around the one setting without a default.
+    pub fn with_secret(challenge_secret: Secret) -> Self {
         Self {
             throttle_at: defaults::throttle_at(),
             challenge_at: defaults::challenge_at(),
             block_at: defaults::block_at(),
-            challenge_secret: String::new(),
+            challenge_secret,
             challenge_ttl: defaults::challenge_ttl(),
             hot_routes: defaults::hot_routes(),
             hot_route_per_second: defaults::hot_route_per_second(),
@@ -349,7 +357,7 @@ pub struct VerifiedBot {
 pub struct IdentityConfig {
     /// Shared HS256 secret (at least 32 bytes).
     #[serde(default)]
-    pub hs256_secret: Option<String>,
+    pub hs256_secret: Option<Secret>,
     /// PEM file of the ES256 public key (instead of a secret).
     #[serde(default)]
     pub es256_public_key: Option<PathBuf>,
@@ -567,30 +575,38 @@ mod defaults {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("{file}: cannot read: {source}")]
-    Read {
-        file: String,
-        #[source]
-        source: std::io::Error,
+    /// The file, the environment or a secret file could not be read, or a
+    /// value does not fit its field.
+    #[error(transparent)]
+    Load(#[from] meridian_config::LoadError),
+    /// A rule of `validate()` broken; `layer` names the file or variable
+    /// the field came from, when the config was loaded.
+    #[error("{}edge config: field `{field}`: {problem}", in_layer(.layer))]
+    Invalid {
+        field: String,
+        problem: String,
+        layer: Option<Layer>,
     },
-    #[error("{file}: {message}")]
-    Parse { file: String, message: String },
-    #[error("edge config: field `{field}`: {problem}")]
-    Invalid { field: String, problem: String },
+}
+
+fn in_layer(layer: &Option<Layer>) -> String {
+    layer.as_ref().map(|l| format!("{l}: ")).unwrap_or_default()
 }
 
 impl EdgeConfig {
+    /// Reads the file, applies the `MERIDIAN_EDGE__…` variables and the
+    /// `*_file` secrets (the shared loader), and validates the result.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let file = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            file: file.clone(),
-            source,
+        let Loaded { config, provenance } =
+            meridian_config::load::<EdgeConfig>(path, EnvPrefix::EDGE)?;
+        config.validate().map_err(|error| match error {
+            ConfigError::Invalid { field, problem, .. } => ConfigError::Invalid {
+                layer: Some(provenance.layer_of(&field)),
+                field,
+                problem,
+            },
+            other => other,
         })?;
-        let config: EdgeConfig = toml::from_str(&text).map_err(|e| ConfigError::Parse {
-            file: file.clone(),
-            message: e.to_string().trim_end().replace('\n', " | "),
-        })?;
-        config.validate()?;
         Ok(config)
     }
 
@@ -599,12 +615,13 @@ impl EdgeConfig {
             Err(ConfigError::Invalid {
                 field: field.to_string(),
                 problem,
+                layer: None,
             })
         };
         if self.region.is_empty() {
             return invalid("region", "must not be empty".into());
         }
-        if self.admin_tokens.iter().any(|t| t.len() < 16) {
+        if self.admin_tokens.iter().any(|t| t.expose().len() < 16) {
             return invalid(
                 "admin_tokens",
                 "every token must be at least 16 characters".into(),
@@ -614,7 +631,7 @@ impl EdgeConfig {
             return invalid("upstreams", "list at least one region".into());
         }
         if let Some(room) = &self.waiting_room {
-            if room.secret.len() < 32 {
+            if room.secret.expose().len() < 32 {
                 return invalid("waiting_room.secret", "must be at least 32 bytes".into());
             }
             if room.active_users == 0 || room.new_users_per_minute == 0 {
@@ -778,7 +795,7 @@ impl EdgeConfig {
             );
         }
         if let Some(bots) = &self.bots {
-            if bots.challenge_secret.len() < 32 {
+            if bots.challenge_secret.expose().len() < 32 {
                 return invalid("bots.challenge_secret", "must be at least 32 bytes".into());
             }
             if !(bots.throttle_at <= bots.challenge_at && bots.challenge_at <= bots.block_at) {
@@ -790,7 +807,7 @@ impl EdgeConfig {
         }
         if let Some(identity) = &self.identity {
             match (&identity.hs256_secret, &identity.es256_public_key) {
-                (Some(secret), None) if secret.len() >= MIN_SECRET_BYTES => {}
+                (Some(secret), None) if secret.expose().len() >= MIN_SECRET_BYTES => {}
                 (Some(_), None) => {
                     return invalid(
                         "identity.hs256_secret",
@@ -817,11 +834,6 @@ impl EdgeConfig {
         }
         if self.health.interval < Duration::from_millis(50) {
             return invalid("health.interval", "must be at least 50ms".into());
-        }
-        if let Some(url) = &self.redis_url
-            && !url.starts_with("redis://")
-        {
-            return invalid("redis_url", format!("`{url}` is not a redis:// URL"));
         }
         if let Some(tls) = &self.tls {
             for (field, path) in [("tls.cert", &tls.cert), ("tls.key", &tls.key)] {

@@ -45,7 +45,7 @@ pub struct Identity {
 impl Identity {
     pub fn new(config: &IdentityConfig) -> Result<Self, IdentityError> {
         let verifier = match (&config.hs256_secret, &config.es256_public_key) {
-            (Some(secret), _) => TokenVerifier::hs256(secret)?,
+            (Some(secret), _) => TokenVerifier::hs256(secret.expose())?,
             (None, Some(path)) => {
                 let pem = std::fs::read(path).map_err(|source| IdentityError::Read {
                     path: path.display().to_string(),
@@ -98,7 +98,7 @@ mod tests {
 
     fn identity() -> Identity {
         Identity::new(&IdentityConfig {
-            hs256_secret: Some("a-test-secret-that-is-long-enough".into()),
+            hs256_secret: Some("a-test-secret-that-is-long-enough".parse().unwrap()),
             es256_public_key: None,
             cookie: "meridian_session".into(),
         })

@@ -10,7 +10,7 @@
 //! dated more than [`MAX_CLOCK_SKEW_MS`] ahead of this edge's clock is
 //! refused.
 //!
-//! The applied setting is kept in `modes.state_file`, so a restarted edge
+//! The applied setting is kept in `modes.state_path`, so a restarted edge
 //! starts in its last known mode even while no origin answers; a follower
 //! that reaches no origin keeps that setting and reports it as stale
 //! (`/readyz`, `meridian_edge_modes_stale`).
@@ -94,13 +94,13 @@ pub struct EdgeModes {
     features: AtomicU8,
     status: Mutex<Status>,
     metrics: Arc<EdgeMetrics>,
-    state_file: Option<PathBuf>,
+    state_path: Option<PathBuf>,
 }
 
 impl EdgeModes {
     /// Starts from the state file if there is a readable one for this
     /// region, else from the defaults (`normal`).
-    pub fn new(region: &str, metrics: Arc<EdgeMetrics>, state_file: Option<PathBuf>) -> Self {
+    pub fn new(region: &str, metrics: Arc<EdgeMetrics>, state_path: Option<PathBuf>) -> Self {
         let defaults = Effective::default();
         let mut status = Status {
             mode: defaults.mode,
@@ -109,7 +109,7 @@ impl EdgeModes {
             source: Source::Default,
             stale: false,
         };
-        if let Some(path) = &state_file {
+        if let Some(path) = &state_path {
             match std::fs::read(path) {
                 Ok(bytes) => match serde_json::from_slice::<Status>(&bytes) {
                     Ok(stored) => {
@@ -136,7 +136,7 @@ impl EdgeModes {
             features: AtomicU8::new(0),
             status: Mutex::new(status.clone()),
             metrics,
-            state_file,
+            state_path,
         };
         modes.publish(&status);
         modes
@@ -219,7 +219,7 @@ impl EdgeModes {
     /// Writes the applied setting to the state file (atomically: a
     /// temporary file renamed over it).
     pub async fn persist(&self) {
-        let Some(path) = &self.state_file else {
+        let Some(path) = &self.state_path else {
             return;
         };
         let Ok(body) = serde_json::to_vec_pretty(&self.status()) else {

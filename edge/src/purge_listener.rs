@@ -21,11 +21,12 @@ use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 
 use crate::cache::{EdgeCache, PurgeTarget};
+use crate::config::RedisUrl;
 use crate::metrics::EdgeMetrics;
 use crate::modes::MODES_TAG;
 
 pub struct PurgeListener {
-    pub redis_url: String,
+    pub redis_url: RedisUrl,
     pub channel: String,
     pub cache: EdgeCache,
     pub metrics: Arc<EdgeMetrics>,
@@ -62,7 +63,7 @@ impl PurgeListener {
     }
 
     async fn run(&self, shutdown: &mut ShutdownWatch) -> Result<(), fred::error::Error> {
-        let mut config = Config::from_url(&self.redis_url)?;
+        let mut config = Config::from_url(self.redis_url.expose())?;
         config.fail_fast = false;
         let subscriber = Builder::from_config(config)
             .with_connection_config(|c| c.connection_timeout = Duration::from_secs(1))

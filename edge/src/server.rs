@@ -22,7 +22,7 @@ use pingora::services::listening::Service;
 use crate::admin::{AdminService, AdminState};
 use crate::bots::BotScorer;
 use crate::cache::EdgeCache;
-use crate::config::EdgeConfig;
+use crate::config::{EdgeConfig, RedisUrl};
 use crate::connection_cap::ConnectionCap;
 use crate::geo::Geo;
 use crate::head_deadline::HeadDeadline;
@@ -113,7 +113,7 @@ impl EdgeServer {
         let modes = Arc::new(EdgeModes::new(
             &config.region,
             metrics.clone(),
-            config.modes.state_file.clone(),
+            config.modes.state_path.clone(),
         ));
         let modes_wake = Arc::new(tokio::sync::Notify::new());
         let own_origins = config
@@ -138,15 +138,21 @@ impl EdgeServer {
             .limits
             .checkout_budget
             .as_ref()
-            .map(|b| CheckoutBudget::new(b, config.redis_url.as_deref()).map(Arc::new))
+            .map(|b| {
+                CheckoutBudget::new(b, config.redis_url.as_ref().map(RedisUrl::expose))
+                    .map(Arc::new)
+            })
             .transpose()
             .map_err(|e| StartError::Redis(e.to_string()))?;
         let waiting_room = config
             .waiting_room
             .as_ref()
             .map(|room| {
-                crate::waiting_room::WaitingRoom::new(room, config.redis_url.as_deref())
-                    .map(Arc::new)
+                crate::waiting_room::WaitingRoom::new(
+                    room,
+                    config.redis_url.as_ref().map(RedisUrl::expose),
+                )
+                .map(Arc::new)
             })
             .transpose()
             .map_err(|e| StartError::Redis(e.to_string()))?;

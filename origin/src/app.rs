@@ -196,7 +196,11 @@ impl Application {
         let metrics = Metrics::new(&config.region)?;
         let db = DbRouter::new(&config.database, &config.region, metrics.clone())?;
         let l2 = match &config.redis_url {
-            Some(url) => Some(L2::connect(url, config.cache.l2_timeout, metrics.clone())?),
+            Some(url) => Some(L2::connect(
+                url.expose(),
+                config.cache.l2_timeout,
+                metrics.clone(),
+            )?),
             None => None,
         };
         let cache = TieredCache::new(&config.cache, l2.clone(), metrics.clone());
@@ -208,7 +212,7 @@ impl Application {
         let shoppers = ShopperAuth::new(&config.shoppers, &config.region, config.carts.ttl)?;
         let carts = match &config.redis_url {
             Some(url) => Some(CartStore::connect(
-                url,
+                url.expose(),
                 config.carts.redis_timeout,
                 cart::store::Limits {
                     ttl: config.carts.ttl,
@@ -219,7 +223,10 @@ impl Application {
             None => None,
         };
         let notify_store = match &config.redis_url {
-            Some(url) => Some(NotifyStore::connect(url, config.carts.redis_timeout)?),
+            Some(url) => Some(NotifyStore::connect(
+                url.expose(),
+                config.carts.redis_timeout,
+            )?),
             None => None,
         };
         let instance = format!("{}-{:016x}", config.region, rand::random::<u64>());
@@ -286,7 +293,10 @@ impl Application {
             _ => None,
         };
         let gate = match &config.redis_url {
-            Some(url) => Some(Arc::new(Gate::connect(url, config.carts.redis_timeout)?)),
+            Some(url) => Some(Arc::new(Gate::connect(
+                url.expose(),
+                config.carts.redis_timeout,
+            )?)),
             None => None,
         };
         if let Some(gate) = &gate {
@@ -327,6 +337,7 @@ impl Application {
             crate::config::ConfigError::Invalid {
                 field: "region",
                 problem: "must be a valid header value".into(),
+                layer: None,
             }
         })?;
         let cart_state = CartState::new(CartContext {

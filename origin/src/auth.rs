@@ -28,7 +28,7 @@ impl AdminTokens {
         let mut found = None;
         // Compare against every token so timing does not reveal which matched.
         for token in self.0.iter() {
-            if bool::from(token.token.as_bytes().ct_eq(presented)) {
+            if bool::from(token.token.expose().as_bytes().ct_eq(presented)) {
                 found = Some(token);
             }
         }

@@ -1,13 +1,19 @@
-//! The origin's typed configuration, loaded from one TOML file (the
-//! `meridian` CLI writes one per region) and validated at load: a bad value
-//! is an error naming the field, never a panic later.
+//! The origin's typed configuration: one TOML file (the `meridian` CLI
+//! writes one per region), overridden by `MERIDIAN_ORIGIN__<KEY>`
+//! variables, secrets possibly read from files (`<name>_file`), all through
+//! the shared loader (`meridian-config`), and validated at load: a bad value
+//! is an error naming the file or variable and the field, never a panic
+//! later.
 
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
+use meridian_config::{EnvPrefix, Layer, Loaded};
 use meridian_topology::shard_map::{ShardMap, ShardMapError};
 use serde::{Deserialize, Serialize};
+
+pub use meridian_config::{HttpUrl, PostgresUrl, RedisUrl, Secret};
 
 /// Everything one origin process needs.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -34,7 +40,7 @@ pub struct OriginConfig {
     /// The regional Redis (L2 cache, invalidation channel). Optional: without
     /// it the origin runs on L1 and the database alone.
     #[serde(default)]
-    pub redis_url: Option<String>,
+    pub redis_url: Option<RedisUrl>,
     #[serde(default)]
     pub cache: CacheConfig,
     /// Named admin tokens; an admin request must present one as a bearer token.
@@ -140,7 +146,7 @@ pub struct PspConfig {
     /// Names the provider in orders, metrics and logs (`primary`).
     pub name: String,
     /// Base URL of its API.
-    pub url: String,
+    pub url: HttpUrl,
 }
 
 /// The checkout saga.
@@ -195,7 +201,7 @@ pub struct OrdersConfig {
 #[serde(deny_unknown_fields)]
 pub struct OrderShardConfig {
     pub name: String,
-    pub url: String,
+    pub url: PostgresUrl,
     /// Inclusive bucket ranges `[first, last]`.
     pub buckets: Vec<[u32; 2]>,
 }
@@ -209,27 +215,6 @@ impl OrdersConfig {
                 .iter()
                 .map(|s| (s.name.as_str(), s.buckets.as_slice())),
         )
-    }
-}
-
-/// A secret from config: never printed by `Debug`.
-#[derive(Clone, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(transparent)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(value: impl Into<String>) -> Self {
-        Secret(value.into())
-    }
-
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("<redacted>")
     }
 }
 
@@ -308,7 +293,7 @@ impl Default for InventoryConfig {
 #[serde(deny_unknown_fields)]
 pub struct DatabaseConfig {
     /// The catalog primary (writes; reads only as a fallback).
-    pub primary_url: String,
+    pub primary_url: PostgresUrl,
     /// This region's replicas, tried in order.
     #[serde(default)]
     pub replicas: Vec<ReplicaConfig>,
@@ -354,7 +339,7 @@ impl DatabaseConfig {
 #[serde(deny_unknown_fields)]
 pub struct ReplicaConfig {
     pub name: String,
-    pub url: String,
+    pub url: PostgresUrl,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -401,12 +386,12 @@ impl Default for CacheConfig {
     }
 }
 
-#[derive(Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AdminToken {
     /// Who holds the token (audit logs name it; never the token itself).
     pub name: String,
-    pub token: String,
+    pub token: Secret,
     /// What the token may do (default: everything). A `purge` token
     /// cannot change a mode or a product.
     #[serde(default = "AdminScope::all")]
@@ -436,16 +421,6 @@ impl AdminScope {
             AdminScope::Ops => "ops",
             AdminScope::Purge => "purge",
         }
-    }
-}
-
-impl std::fmt::Debug for AdminToken {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AdminToken")
-            .field("name", &self.name)
-            .field("token", &"<redacted>")
-            .field("scopes", &self.scopes)
-            .finish()
     }
 }
 
@@ -561,34 +536,38 @@ mod defaults {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("{file}: cannot read: {source}")]
-    Read {
-        file: String,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("{file}: {message}")]
-    Parse { file: String, message: String },
-    #[error("origin config: field `{field}`: {problem}")]
+    /// The file, the environment or a secret file could not be read, or a
+    /// value does not fit its field.
+    #[error(transparent)]
+    Load(#[from] meridian_config::LoadError),
+    /// A rule of `validate()` broken; `layer` names the file or variable
+    /// the field came from, when the config was loaded.
+    #[error("{}origin config: field `{field}`: {problem}", in_layer(.layer))]
     Invalid {
         field: &'static str,
         problem: String,
+        layer: Option<Layer>,
     },
 }
 
+fn in_layer(layer: &Option<Layer>) -> String {
+    layer.as_ref().map(|l| format!("{l}: ")).unwrap_or_default()
+}
+
 impl OriginConfig {
-    /// Reads, parses and validates a TOML config file.
+    /// Reads the file, applies the `MERIDIAN_ORIGIN__…` variables and the
+    /// `*_file` secrets (the shared loader), and validates the result.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let file = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            file: file.clone(),
-            source,
+        let Loaded { config, provenance } =
+            meridian_config::load::<OriginConfig>(path, EnvPrefix::ORIGIN)?;
+        config.validate().map_err(|error| match error {
+            ConfigError::Invalid { field, problem, .. } => ConfigError::Invalid {
+                layer: Some(provenance.layer_of(field)),
+                field,
+                problem,
+            },
+            other => other,
         })?;
-        let config: OriginConfig = toml::from_str(&text).map_err(|e| ConfigError::Parse {
-            file: file.clone(),
-            message: e.to_string().trim_end().replace('\n', " | "),
-        })?;
-        config.validate()?;
         Ok(config)
     }
 
@@ -597,6 +576,7 @@ impl OriginConfig {
             Err(ConfigError::Invalid {
                 field,
                 problem: problem.to_string(),
+                layer: None,
             })
         };
         if self.region.is_empty() {
@@ -608,16 +588,7 @@ impl OriginConfig {
                 "must differ from `listen`: the admin API is never on the public listener",
             );
         }
-        if !self.database.primary_url.starts_with("postgres://")
-            && !self.database.primary_url.starts_with("postgresql://")
-        {
-            return invalid("database.primary_url", "must be a postgres:// URL");
-        }
         for replica in &self.database.replicas {
-            if !replica.url.starts_with("postgres://") && !replica.url.starts_with("postgresql://")
-            {
-                return invalid("database.replicas.url", "must be a postgres:// URL");
-            }
             if replica.name.is_empty() {
                 return invalid("database.replicas.name", "must not be empty");
             }
@@ -630,11 +601,6 @@ impl OriginConfig {
         }
         if self.database.pool_size == 0 {
             return invalid("database.pool_size", "must be at least 1");
-        }
-        if let Some(url) = &self.redis_url
-            && !url.starts_with("redis://")
-        {
-            return invalid("redis_url", "must be a redis:// URL");
         }
         if self.admin_tokens.is_empty() {
             return invalid("admin_tokens", "at least one admin token is needed");
@@ -655,7 +621,7 @@ impl OriginConfig {
             }
         }
         for token in &self.admin_tokens {
-            if token.token.len() < 16 {
+            if token.token.expose().len() < 16 {
                 return invalid(
                     "admin_tokens.token",
                     "tokens must be at least 16 characters",
@@ -720,17 +686,7 @@ impl OriginConfig {
         }
         if let Some(orders) = &self.orders {
             if let Err(error) = orders.shard_map() {
-                return Err(ConfigError::Invalid {
-                    field: "orders",
-                    problem: error.to_string(),
-                });
-            }
-            if orders
-                .shards
-                .iter()
-                .any(|s| !s.url.starts_with("postgres://") && !s.url.starts_with("postgresql://"))
-            {
-                return invalid("orders.shards.url", "must be a postgres:// URL");
+                return invalid("orders", &error.to_string());
             }
             if orders.pool_size == 0 {
                 return invalid("orders.pool_size", "must be at least 1");
@@ -750,9 +706,6 @@ impl OriginConfig {
                         "payments.providers.name",
                         "names must be unique and non-empty",
                     );
-                }
-                if !provider.url.starts_with("http://") && !provider.url.starts_with("https://") {
-                    return invalid("payments.providers.url", "must be an http(s):// URL");
                 }
             }
             if payments.request_timeout.is_zero() {
@@ -813,7 +766,7 @@ mod tests {
             providers: (0..providers)
                 .map(|i| PspConfig {
                     name: format!("p{i}"),
-                    url: format!("http://127.0.0.1:{}", 9000 + i),
+                    url: HttpUrl::parse(&format!("http://127.0.0.1:{}", 9000 + i)).unwrap(),
                 })
                 .collect(),
             request_timeout: Duration::from_millis(request_timeout_ms),

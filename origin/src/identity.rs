@@ -263,9 +263,9 @@ mod tests {
     fn auth() -> ShopperAuth {
         ShopperAuth::new(
             &ShoppersConfig {
-                hs256_secret: Some(Secret::new("a-test-secret-that-is-long-enough-000")),
+                hs256_secret: Some(Secret::new("a-test-secret-that-is-long-enough-000").unwrap()),
                 es256_public_key: None,
-                guest_cookie_secret: Secret::new("a-guest-cookie-secret-long-enough-0000"),
+                guest_cookie_secret: Secret::new("a-guest-cookie-secret-long-enough-0000").unwrap(),
             },
             "us-east",
             std::time::Duration::from_secs(3600),

@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 use crate::cache::TieredCache;
 use crate::cache::l2::{L2Error, build_subscriber};
 use crate::catalog::store;
+use crate::config::RedisUrl;
 use crate::db::DbRouter;
 use crate::metrics::Metrics;
 use crate::modes::store::INVALIDATION_KEY as MODES_KEY;
@@ -114,7 +115,7 @@ impl Tailer {
 /// Listens on the regional channel and drops the published keys from this
 /// instance's L1. Reconnects and resubscribes on its own.
 pub async fn run_subscriber(
-    redis_url: String,
+    redis_url: RedisUrl,
     timeout: Duration,
     cache: TieredCache,
     metrics: Metrics,
@@ -122,7 +123,7 @@ pub async fn run_subscriber(
     modes: Modes,
     shutdown: CancellationToken,
 ) -> Result<(), L2Error> {
-    let subscriber = build_subscriber(&redis_url, timeout)?;
+    let subscriber = build_subscriber(redis_url.expose(), timeout)?;
     let mut messages = subscriber.message_rx();
     subscriber.connect();
     let _resubscribe = subscriber.manage_subscriptions();

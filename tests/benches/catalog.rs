@@ -129,7 +129,7 @@ async fn run(seconds: u64, runs: u64) {
     let region = topology.home();
     let any_port = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
     let secrets = LocalSecrets::random("bench-admin-token-0123456789".into(), None);
-    let mut base = origin_config(&stack, region, any_port, &secrets, &[]);
+    let mut base = origin_config(&stack, region, any_port, &secrets, &[]).unwrap();
     // Production settings: no debug headers.
     base.debug_headers = false;
 

@@ -95,7 +95,7 @@ fn start_psp(name: &str, dir: &std::path::Path) -> (ManagedProcess, PspConfig) {
         process,
         PspConfig {
             name: name.into(),
-            url: format!("http://127.0.0.1:{port}"),
+            url: format!("http://127.0.0.1:{port}").parse().unwrap(),
         },
     )
 }
@@ -238,7 +238,8 @@ async fn run() {
         SocketAddr::from(([127, 0, 0, 1], 0)),
         &secrets,
         &[primary_psp.clone(), fallback_psp],
-    );
+    )
+    .unwrap();
     config.debug_headers = false;
     config.database.pool_size = env_u64("BENCH_CATALOG_POOL", 32) as u32;
     if let Some(orders) = &mut config.orders {

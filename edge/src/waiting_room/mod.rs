@@ -105,7 +105,7 @@ impl WaitingRoom {
             .transpose()?;
         Ok(WaitingRoom {
             config: config.clone(),
-            signer: Signer::new(&config.secret),
+            signer: Signer::new(config.secret.expose()),
             store,
         })
     }

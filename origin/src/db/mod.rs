@@ -170,13 +170,14 @@ impl DbRouter {
                 // round trip on the hot path.
                 .test_before_acquire(false)
         };
-        let primary_options = options("primary", &config.primary_url)?;
+        let primary_options = options("primary", config.primary_url.expose())?;
         let primary = pool_options().connect_lazy_with(primary_options.clone());
         let primary_read_only = pool_options()
             .connect_lazy_with(primary_options.options([("default_transaction_read_only", "on")]));
         let mut replicas = Vec::new();
         for replica in &config.replicas {
-            let pool = pool_options().connect_lazy_with(options(&replica.name, &replica.url)?);
+            let pool =
+                pool_options().connect_lazy_with(options(&replica.name, replica.url.expose())?);
             replicas.push(Replica {
                 name: replica.name.clone(),
                 pool,

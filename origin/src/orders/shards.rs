@@ -61,7 +61,7 @@ impl ShardRouter {
             let Some(shard) = config.shards.iter().find(|s| &s.name == name) else {
                 continue;
             };
-            let options = PgConnectOptions::from_str(&shard.url)
+            let options = PgConnectOptions::from_str(shard.url.expose())
                 .map_err(|source| DbError::Url {
                     which: format!("order shard {name}"),
                     source,

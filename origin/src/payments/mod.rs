@@ -107,7 +107,7 @@ impl Payments {
     pub fn new(config: &PaymentsConfig, metrics: Metrics) -> Result<Self, PaymentsError> {
         let mut providers = Vec::new();
         for psp in &config.providers {
-            let client = PspClient::new(&psp.url, config.request_timeout)
+            let client = PspClient::new(psp.url.as_str(), config.request_timeout)
                 .map_err(|e| PaymentsError::Client(psp.name.clone(), e.to_string()))?;
             let gauge = metrics
                 .psp_breaker_open

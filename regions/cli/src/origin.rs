@@ -42,7 +42,7 @@ pub async fn run(args: OriginArgs) -> Result<(), CliError> {
     meridian_origin::install_failpoints();
     let config = OriginConfig::load(path)?;
     if args.migrate {
-        meridian_origin::db::migrate(&config.database.primary_url).await?;
+        meridian_origin::db::migrate(config.database.primary_url.expose()).await?;
     }
     let region = config.region.clone();
     let app = Application::build(config).await?;

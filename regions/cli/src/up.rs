@@ -162,13 +162,18 @@ pub async fn run(args: UpArgs) -> Result<(), CliError> {
     for name in PSP_NAMES {
         psps.push(start_psp(&exe, name, &data_dir).await?);
     }
-    let psp_configs: Vec<PspConfig> = psps
+    let psp_configs = psps
         .iter()
-        .map(|p| PspConfig {
-            name: p.region.clone(),
-            url: p.url.clone(),
+        .map(|p| {
+            Ok(PspConfig {
+                name: p.region.clone(),
+                url: p
+                    .url
+                    .parse()
+                    .map_err(|e| CliError::Other(format!("payment provider {}: {e}", p.url)))?,
+            })
         })
-        .collect();
+        .collect::<Result<Vec<PspConfig>, CliError>>()?;
     let mut origins = Vec::new();
     for region in topology.regions() {
         let addr = resolve(
@@ -179,7 +184,7 @@ pub async fn run(args: UpArgs) -> Result<(), CliError> {
             &region.origin.internal,
             &format!("{}: origin.internal", region.name),
         )?;
-        let mut config = origin_config(&stack, region, addr, &secrets, &psp_configs);
+        let mut config = origin_config(&stack, region, addr, &secrets, &psp_configs)?;
         config.internal_listen = internal;
         let config_path = base.join(format!("origin-{}.toml", region.name));
         let text = toml::to_string(&config)
@@ -239,9 +244,9 @@ pub async fn run(args: UpArgs) -> Result<(), CliError> {
             addrs.clone(),
             redis,
             &secrets,
-        );
+        )?;
         // Kept across restarts of this edge within the run.
-        config.modes.state_file = Some(data_dir.join(format!("edge-{}-modes.json", region.name)));
+        config.modes.state_path = Some(data_dir.join(format!("edge-{}-modes.json", region.name)));
         let config_path = base.join(format!("edge-{}.toml", region.name));
         let text = toml::to_string(&config)
             .map_err(|e| CliError::Other(format!("cannot write edge config: {e}")))?;

@@ -171,22 +171,30 @@ secret_url!(
 
 /// An `http://` or `https://` URL (not secret: shown as it is).
 #[derive(Clone, PartialEq, Eq)]
-pub struct HttpUrl(Url);
+pub struct HttpUrl {
+    url: Url,
+    /// As configured (`url` would add a `/` path to `http://host:1`).
+    text: String,
+}
 
 impl HttpUrl {
     pub const SCHEMES: &'static [&'static str] = &["http", "https"];
 
     pub fn parse(text: &str) -> Result<Self, ValueError> {
-        parse_with_scheme(text, Self::SCHEMES).map(HttpUrl)
+        let url = parse_with_scheme(text, Self::SCHEMES)?;
+        Ok(HttpUrl {
+            url,
+            text: text.to_string(),
+        })
     }
 
-    /// The URL as `url` normalised it (`http://host:1` gets a `/` path).
+    /// The URL as configured.
     pub fn as_str(&self) -> &str {
-        self.0.as_str()
+        &self.text
     }
 
     pub fn as_url(&self) -> &Url {
-        &self.0
+        &self.url
     }
 }
 
@@ -255,7 +263,10 @@ mod tests {
         assert!(RedisUrl::parse("redis://:pw@127.0.0.1:6379").is_ok());
         assert!(RedisUrl::parse("rediss://cache.example:6380/0").is_ok());
         assert!(RedisUrl::parse("http://cache.example").is_err());
-        assert!(HttpUrl::parse("https://psp.example/v1").is_ok());
+        assert_eq!(
+            HttpUrl::parse("http://127.0.0.1:9000").unwrap().to_string(),
+            "http://127.0.0.1:9000"
+        );
         assert!(HttpUrl::parse("ftp://psp.example").is_err());
         assert_eq!(
             HttpUrl::parse("not a url").unwrap_err().to_string(),

@@ -75,6 +75,14 @@ pub enum LaunchError {
     NotRunning(String),
     #[error(transparent)]
     Topology(#[from] meridian_topology::TopologyError),
+    /// A value the launcher put into a local config is not valid for its
+    /// field (an empty secret, a URL of the wrong kind).
+    #[error("local config: `{field}`: {source}")]
+    Config {
+        field: &'static str,
+        #[source]
+        source: meridian_config::ValueError,
+    },
 }
 
 impl LaunchError {

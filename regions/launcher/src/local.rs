@@ -1,9 +1,12 @@
 //! Local configuration: the one place that turns a topology region plus the
 //! servers a [`LocalStack`] started into an [`OriginConfig`] or an
-//! [`EdgeConfig`].
+//! [`EdgeConfig`]. Secrets and URLs go in typed (`meridian-config`), so a
+//! bad one is an error here, not in the process that reads the file.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+
+use meridian_config::{RedisUrl, Secret, ValueError};
 
 use meridian_edge::config::{
     BotsConfig, BudgetConfig, ClassLimits, EdgeConfig, GeoConfig, IdentityConfig, LimitsConfig,
@@ -13,11 +16,26 @@ use meridian_edge::config::{
 use meridian_origin::config::{
     AdminScope, AdminToken, CacheConfig, CartConfig, CheckoutConfig, DatabaseConfig,
     InventoryConfig, ModesConfig, OrderShardConfig, OrdersConfig, OriginConfig, PaymentsConfig,
-    PspConfig, ReplicaConfig, Secret, ShoppersConfig,
+    PspConfig, ReplicaConfig, ShoppersConfig,
 };
 use meridian_topology::{Region, Topology};
 
-use crate::{CATALOG_DATABASE, LocalStack};
+use crate::{CATALOG_DATABASE, LaunchError, LocalStack};
+
+/// `value` as a [`Secret`] for `field`.
+fn secret(field: &'static str, value: &str) -> Result<Secret, LaunchError> {
+    Secret::new(value).map_err(|source| LaunchError::Config { field, source })
+}
+
+/// Parses `value` as `T` (a URL type) for `field`.
+fn url<T>(field: &'static str, value: &str) -> Result<T, LaunchError>
+where
+    T: std::str::FromStr<Err = ValueError>,
+{
+    value
+        .parse()
+        .map_err(|source| LaunchError::Config { field, source })
+}
 
 /// The admin token's holder name in the local stack.
 pub const LOCAL_ADMIN: &str = "local-admin";
@@ -31,20 +49,44 @@ pub fn origin_config(
     listen: SocketAddr,
     secrets: &LocalSecrets,
     psps: &[PspConfig],
-) -> OriginConfig {
+) -> Result<OriginConfig, LaunchError> {
     let servers = stack.region(&region.name);
     let replicas = servers
         .map(|s| {
             s.replicas
                 .iter()
-                .map(|r| ReplicaConfig {
-                    name: r.name().to_string(),
-                    url: r.url(CATALOG_DATABASE),
+                .map(|r| {
+                    Ok(ReplicaConfig {
+                        name: r.name().to_string(),
+                        url: url("database.replicas.url", &r.url(CATALOG_DATABASE))?,
+                    })
                 })
-                .collect()
+                .collect::<Result<Vec<_>, LaunchError>>()
         })
+        .transpose()?
         .unwrap_or_default();
-    OriginConfig {
+    let orders = match servers.and_then(|s| s.orders.as_ref()) {
+        Some(servers) => {
+            let mut shards = Vec::new();
+            for shard in &region.orders.shards {
+                let Some(shard_url) = servers.url(&shard.name) else {
+                    continue;
+                };
+                shards.push(OrderShardConfig {
+                    name: shard.name.clone(),
+                    url: url("orders.shards.url", &shard_url)?,
+                    buckets: shard.buckets.clone(),
+                });
+            }
+            Some(OrdersConfig {
+                buckets: region.orders.buckets,
+                shards,
+                pool_size: 8,
+            })
+        }
+        None => None,
+    };
+    Ok(OriginConfig {
         region: region.name.clone(),
         listen,
         // A free port by default; `meridian up` sets the topology's.
@@ -53,7 +95,7 @@ pub fn origin_config(
         // A laptop has no load balancer to drain from.
         drain_delay: std::time::Duration::ZERO,
         database: DatabaseConfig {
-            primary_url: stack.primary_url(),
+            primary_url: url("database.primary_url", &stack.primary_url())?,
             replicas,
             lag_tolerance: region.replica_lag_tolerance,
             lag_probe_interval: std::time::Duration::from_millis(50),
@@ -62,41 +104,29 @@ pub fn origin_config(
             statement_timeout: std::time::Duration::from_secs(5),
             lock_timeout: std::time::Duration::from_secs(2),
         },
-        redis_url: servers.map(|s| s.redis.url()),
+        redis_url: servers
+            .map(|s| url::<RedisUrl>("redis_url", &s.redis.url()))
+            .transpose()?,
         cache: CacheConfig::default(),
         admin_tokens: vec![AdminToken {
             name: LOCAL_ADMIN.to_string(),
-            token: secrets.admin_token.clone(),
+            token: secret("admin_tokens.token", &secrets.admin_token)?,
             scopes: AdminScope::all(),
         }],
         max_body_bytes: 64 * 1024,
         // A local stack is for development: show which tier answered.
         debug_headers: true,
         shoppers: ShoppersConfig {
-            hs256_secret: Some(Secret::new(secrets.jwt_secret.clone())),
+            hs256_secret: Some(secret("shoppers.hs256_secret", &secrets.jwt_secret)?),
             es256_public_key: None,
-            guest_cookie_secret: Secret::new(secrets.guest_cookie_secret.clone()),
+            guest_cookie_secret: secret(
+                "shoppers.guest_cookie_secret",
+                &secrets.guest_cookie_secret,
+            )?,
         },
         carts: CartConfig::default(),
         inventory: InventoryConfig::default(),
-        orders: servers
-            .and_then(|s| s.orders.as_ref())
-            .map(|servers| OrdersConfig {
-                buckets: region.orders.buckets,
-                shards: region
-                    .orders
-                    .shards
-                    .iter()
-                    .filter_map(|shard| {
-                        Some(OrderShardConfig {
-                            name: shard.name.clone(),
-                            url: servers.url(&shard.name)?,
-                            buckets: shard.buckets.clone(),
-                        })
-                    })
-                    .collect(),
-                pool_size: 8,
-            }),
+        orders,
         payments: (!psps.is_empty()).then(|| PaymentsConfig {
             providers: psps.to_vec(),
             request_timeout: std::time::Duration::from_secs(2),
@@ -110,7 +140,7 @@ pub fn origin_config(
             regions: stack.regions.keys().cloned().collect(),
             ..ModesConfig::default()
         },
-    }
+    })
 }
 
 /// Where one region's edge listens.
@@ -195,7 +225,7 @@ pub fn edge_config(
     addrs: EdgeAddrs,
     redis_url: Option<String>,
     secrets: &LocalSecrets,
-) -> EdgeConfig {
+) -> Result<EdgeConfig, LaunchError> {
     let upstreams = topology
         .regions()
         .filter_map(|other| {
@@ -218,12 +248,12 @@ pub fn edge_config(
             })
         })
         .collect();
-    EdgeConfig {
+    Ok(EdgeConfig {
         region: region.name.clone(),
         listen: addrs.listen,
         admin_listen: addrs.admin,
         tls: addrs.tls,
-        admin_tokens: vec![secrets.admin_token.clone()],
+        admin_tokens: vec![secret("admin_tokens", &secrets.admin_token)?],
         upstreams,
         cache: Default::default(),
         health: Default::default(),
@@ -244,7 +274,6 @@ pub fn edge_config(
             throttle_at: 50,
             challenge_at: 90,
             block_at: 110,
-            challenge_secret: secrets.challenge_secret.clone(),
             verified: vec![VerifiedBot {
                 name: "googlebot".into(),
                 user_agent: "Googlebot".into(),
@@ -253,14 +282,16 @@ pub fn edge_config(
                     .filter_map(|r| r.parse().ok())
                     .collect(),
             }],
-            ..BotsConfig::default()
+            ..BotsConfig::with_secret(secret("bots.challenge_secret", &secrets.challenge_secret)?)
         }),
         identity: Some(IdentityConfig {
-            hs256_secret: Some(secrets.jwt_secret.clone()),
+            hs256_secret: Some(secret("identity.hs256_secret", &secrets.jwt_secret)?),
             es256_public_key: None,
             cookie: meridian_contracts::shopper_token::SESSION_COOKIE.into(),
         }),
-        redis_url,
+        redis_url: redis_url
+            .map(|u| url::<RedisUrl>("redis_url", &u))
+            .transpose()?,
         purge_channel: meridian_contracts::invalidation::CHANNEL.to_string(),
         threads: 1,
         work_stealing: false,
@@ -278,7 +309,10 @@ pub fn edge_config(
         // Queues checkout and flash claims in `degraded` mode (the feature
         // `checkout-queueing`), sized for a laptop.
         waiting_room: Some(meridian_edge::config::WaitingRoomConfig {
-            secret: format!("waiting-room:{}", secrets.challenge_secret),
+            secret: secret(
+                "waiting_room.secret",
+                &format!("waiting-room:{}", secrets.challenge_secret),
+            )?,
             active_users: 200,
             new_users_per_minute: 600,
             session_duration: std::time::Duration::from_secs(300),
@@ -287,7 +321,7 @@ pub fn edge_config(
             sold_out_for: std::time::Duration::from_secs(3600),
             redis_timeout: std::time::Duration::from_millis(250),
         }),
-    }
+    })
 }
 
 #[cfg(test)]

@@ -183,7 +183,7 @@ async fn a_slow_checkout_through_the_edge_is_accepted_not_timed_out() {
     let mut edge_config =
         crate::edge::edge_config(HOME, vec![crate::edge::region(HOME, public, 0)]);
     edge_config.identity = Some(meridian_edge::config::IdentityConfig {
-        hs256_secret: Some(crate::helpers::JWT_SECRET.into()),
+        hs256_secret: Some(crate::helpers::JWT_SECRET.parse().unwrap()),
         es256_public_key: None,
         cookie: "meridian_session".into(),
     });

@@ -127,7 +127,8 @@ impl TestStack {
             SocketAddr::from(([127, 0, 0, 1], 0)),
             &secrets(),
             &self.psps,
-        );
+        )
+        .expect("a valid local origin config");
         config.cache.invalidation_poll = Duration::from_millis(50);
         config.modes.poll_interval = Duration::from_millis(500);
         config
@@ -497,7 +498,7 @@ impl TestStack {
             let psp = PspProcess::start(name, self.stack.root()).await;
             self.psps.push(meridian_origin::config::PspConfig {
                 name: psp.name.clone(),
-                url: psp.url.clone(),
+                url: psp.url.parse().expect("an http URL"),
             });
             self.psp_processes.push(psp);
         }

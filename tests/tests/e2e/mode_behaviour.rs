@@ -27,21 +27,22 @@ fn addr(origin: &TestOrigin) -> SocketAddr {
 
 /// An edge of `own` in front of its region's origin, failing over to the
 /// other's, following the region's Redis channel, keeping its mode in
-/// `state_file`.
+/// `state_path`.
 fn mode_edge(
     stack: &TestStack,
     own: (&str, SocketAddr),
     other: (&str, SocketAddr),
-    state_file: &Path,
+    state_path: &Path,
 ) -> meridian_edge::EdgeConfig {
     let mut config = edge_config(
         own.0,
         vec![region(own.0, own.1, 0), region(other.0, other.1, 80)],
     );
-    config.redis_url = Some(stack.stack.region(own.0).expect("region").redis.url());
-    config.modes.state_file = Some(state_file.to_path_buf());
+    let redis_url = stack.stack.region(own.0).expect("region").redis.url();
+    config.redis_url = Some(redis_url.parse().expect("a redis URL"));
+    config.modes.state_path = Some(state_path.to_path_buf());
     // One admin token for origins and edges, as in `meridian up`.
-    config.admin_tokens = vec![TOKEN.to_string()];
+    config.admin_tokens = vec![TOKEN.parse().expect("a token")];
     config
 }
 
@@ -478,11 +479,12 @@ async fn each_mode_behaves_as_promised_through_the_edge() {
     let origin = stack.origin(HOME).await;
     let dir = tempfile::tempdir().expect("tempdir");
     let mut config = edge_config(HOME, vec![region(HOME, addr(&origin), 0)]);
-    config.redis_url = Some(stack.stack.region(HOME).expect("home").redis.url());
-    config.modes.state_file = Some(dir.path().join("edge.json"));
+    let redis_url = stack.stack.region(HOME).expect("home").redis.url();
+    config.redis_url = Some(redis_url.parse().expect("a redis URL"));
+    config.modes.state_path = Some(dir.path().join("edge.json"));
     // Queues checkout when the mode asks for it, one shopper at a time.
     config.waiting_room = Some(meridian_edge::config::WaitingRoomConfig {
-        secret: "a-waiting-room-secret-for-the-tests-0123".into(),
+        secret: "a-waiting-room-secret-for-the-tests-0123".parse().unwrap(),
         active_users: 1,
         new_users_per_minute: 100,
         session_duration: Duration::from_secs(300),

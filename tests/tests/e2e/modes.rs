@@ -49,12 +49,12 @@ async fn mode_changes_are_authorized_recorded_and_inherited() {
     config.modes.regions.push("eu-west".into());
     config.admin_tokens.push(AdminToken {
         name: "ops-bob".into(),
-        token: OPS_TOKEN.into(),
+        token: OPS_TOKEN.parse().unwrap(),
         scopes: vec![AdminScope::Ops],
     });
     config.admin_tokens.push(AdminToken {
         name: "cdn-purger".into(),
-        token: PURGE_TOKEN.into(),
+        token: PURGE_TOKEN.parse().unwrap(),
         scopes: vec![AdminScope::Purge],
     });
     let origin = TestOrigin::start(config).await;

@@ -66,13 +66,12 @@ async fn bots_are_blocked_challenged_or_let_through() {
     let upstream = TestUpstream::start("local").await;
     let mut config = edge_config("local", vec![region("local", upstream.addr, 0)]);
     config.bots = Some(BotsConfig {
-        challenge_secret: "bots-test-challenge-secret-0123456789".into(),
         verified: vec![VerifiedBot {
             name: "googlebot".into(),
             user_agent: "Googlebot".into(),
             ranges: vec!["127.0.0.0/8".parse().unwrap()],
         }],
-        ..BotsConfig::default()
+        ..BotsConfig::with_secret("bots-test-challenge-secret-0123456789".parse().unwrap())
     });
     let edge = TestEdge::start(config).await;
 
@@ -185,7 +184,7 @@ async fn the_checkout_budget_is_shared_through_redis_and_falls_back_locally() {
     let mut edges = Vec::new();
     for _ in 0..2 {
         let mut config = edge_config("local", vec![region("local", upstream.addr, 0)]);
-        config.redis_url = Some(redis.url());
+        config.redis_url = Some(redis.url().parse().unwrap());
         config.limits.checkout_budget = Some(budget.clone());
         edges.push(TestEdge::start(config).await);
     }

@@ -13,7 +13,7 @@ use super::{TestEdge, body, edge_config, region, x_cache};
 
 async fn edge(upstream: &TestUpstream, state: Option<&std::path::Path>) -> TestEdge {
     let mut config = edge_config("us-east", vec![region("us-east", upstream.addr, 0)]);
-    config.modes.state_file = state.map(std::path::Path::to_path_buf);
+    config.modes.state_path = state.map(std::path::Path::to_path_buf);
     TestEdge::start(config).await
 }
 

@@ -88,7 +88,8 @@ async fn a_product_update_on_the_origin_purges_the_edge() {
     let origin = stack.origin(HOME).await;
     let origin_addr = origin.url.trim_start_matches("http://").parse().unwrap();
     let mut config = edge_config(HOME, vec![region(HOME, origin_addr, 0)]);
-    config.redis_url = Some(stack.stack.region(HOME).expect("home").redis.url());
+    let redis_url = stack.stack.region(HOME).expect("home").redis.url();
+    config.redis_url = Some(redis_url.parse().unwrap());
     let edge = TestEdge::start(config).await;
     eventually(
         "purge listener subscribed",

@@ -168,7 +168,7 @@ async fn signed_in_shoppers_are_pinned_to_their_home_region() {
     let mut r = regions().await;
     let mut config = config(&r, GeoConfig::default());
     config.identity = Some(IdentityConfig {
-        hs256_secret: Some(SECRET.into()),
+        hs256_secret: Some(SECRET.parse().unwrap()),
         es256_public_key: None,
         cookie: "meridian_session".into(),
     });

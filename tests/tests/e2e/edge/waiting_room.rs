@@ -14,7 +14,7 @@ use super::{TestEdge, edge_config, region};
 
 fn room_config(active_users: u32, per_minute: u32, session: Duration) -> WaitingRoomConfig {
     WaitingRoomConfig {
-        secret: "a-waiting-room-secret-for-the-tests-0123".into(),
+        secret: "a-waiting-room-secret-for-the-tests-0123".parse().unwrap(),
         active_users,
         new_users_per_minute: per_minute,
         session_duration: session,
@@ -31,7 +31,7 @@ async fn edges(
     room: WaitingRoomConfig,
 ) -> (TestEdge, TestEdge) {
     let mut a = edge_config("us-east", vec![region("us-east", upstream.addr, 0)]);
-    a.redis_url = Some(redis.url());
+    a.redis_url = Some(redis.url().parse().unwrap());
     a.waiting_room = Some(room);
     let mut b = a.clone();
     b.listen.set_port(free_port().unwrap());
@@ -189,10 +189,10 @@ async fn admissions_belong_to_their_shopper_and_anonymous_checkouts_take_nothing
     let redis = redis(dir.path());
     let upstream = TestUpstream::start("us-east").await;
     let mut config = edge_config("us-east", vec![region("us-east", upstream.addr, 0)]);
-    config.redis_url = Some(redis.url());
+    config.redis_url = Some(redis.url().parse().unwrap());
     config.waiting_room = Some(room_config(1, 1000, Duration::from_secs(30)));
     config.identity = Some(meridian_edge::config::IdentityConfig {
-        hs256_secret: Some(crate::helpers::JWT_SECRET.into()),
+        hs256_secret: Some(crate::helpers::JWT_SECRET.parse().unwrap()),
         es256_public_key: None,
         cookie: "meridian_session".into(),
     });
