@@ -1,7 +1,6 @@
 //! `meridian edge --config FILE`: one edge process (what `up` starts per
-//! region; also how to run a standalone edge in front of any HTTP origin);
-//! `meridian edge --check-config FILE`: validate that config and exit
-//! (nothing is bound or started).
+//! region; also how to run a standalone edge in front of any HTTP origin).
+//! `meridian edge --check-config FILE` is [`crate::check_config`].
 //!
 //! Pingora owns its runtimes and signal handling, so this subcommand runs
 //! outside the CLI's tokio runtime: SIGTERM stops gracefully (in-flight
@@ -20,24 +19,14 @@ pub struct EdgeArgs {
     /// The edge's TOML config file.
     #[arg(long, value_name = "FILE", required_unless_present = "check_config")]
     pub config: Option<PathBuf>,
-    /// Validate this config file and exit: 0 and a summary when it is
-    /// valid, an error naming the field when it is not.
+    /// Validate this config file (with the `MERIDIAN_EDGE__…` variables
+    /// and `*_file` secrets applied) and exit: 0 and a summary when it is
+    /// valid, an error naming the file or variable and the field when not.
     #[arg(long, value_name = "FILE", conflicts_with = "config")]
     pub check_config: Option<PathBuf>,
 }
 
 pub fn run(args: EdgeArgs) -> Result<(), CliError> {
-    if let Some(path) = &args.check_config {
-        let config = EdgeConfig::load(path)?;
-        println!(
-            "{}: a valid edge config (region {}, public {}, admin {})",
-            path.display(),
-            config.region,
-            config.listen,
-            config.admin_listen
-        );
-        return Ok(());
-    }
     let Some(path) = &args.config else {
         return Err(CliError::Other("give --config FILE".into()));
     };

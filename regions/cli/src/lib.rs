@@ -5,11 +5,14 @@
 //! - [`seed`]: load the deterministic demo catalog.
 //! - [`origin`]: run one origin process from a config file.
 //! - [`edge`]: run one edge process from a config file.
+//! - [`check_config`]: `origin|edge --check-config FILE`, through the same
+//!   loader as the processes.
 //! - [`token`]: mint a shopper token for local use.
 //! - [`psp`]: run one payment-provider simulator.
 //! - [`ops`]: `status`, `degrade`, `features`, `purge`, `modes history`
 //!   against a running stack.
 
+pub mod check_config;
 pub mod edge;
 pub mod ops;
 pub mod origin;
@@ -94,14 +97,33 @@ pub enum CliError {
     Other(String),
 }
 
+impl Command {
+    /// `origin|edge --check-config FILE`, when that is what was asked.
+    fn config_check(&self) -> Option<(check_config::Kind, &std::path::Path)> {
+        match self {
+            Command::Origin(args) => args
+                .check_config
+                .as_deref()
+                .map(|path| (check_config::Kind::Origin, path)),
+            Command::Edge(args) => args
+                .check_config
+                .as_deref()
+                .map(|path| (check_config::Kind::Edge, path)),
+            _ => None,
+        }
+    }
+}
+
 pub fn run(cli: Cli) -> Result<(), CliError> {
-    // Servers only (a config check starts nothing).
-    let serves = match &cli.command {
-        Command::Edge(args) => args.check_config.is_none(),
-        Command::Origin(args) => args.check_config.is_none(),
-        Command::Up(_) => true,
-        _ => false,
-    };
+    // A config check starts nothing (no runtime, no file-limit change).
+    if let Some((kind, path)) = cli.command.config_check() {
+        return check_config::run(kind, path);
+    }
+    // Servers only.
+    let serves = matches!(
+        cli.command,
+        Command::Edge(_) | Command::Origin(_) | Command::Up(_)
+    );
     if serves {
         let limit = meridian_launcher::raise_fd_limit();
         tracing::info!(limit, "open-file limit");

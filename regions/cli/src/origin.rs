@@ -1,7 +1,5 @@
-//! `meridian origin --config FILE`: one origin process;
-//! `meridian origin --check-config FILE`: validate that config and exit
-//! (nothing is connected to or started: a deployment checks its rendered
-//! config with it).
+//! `meridian origin --config FILE`: one origin process.
+//! `meridian origin --check-config FILE` is [`crate::check_config`].
 
 use std::path::PathBuf;
 
@@ -15,8 +13,9 @@ pub struct OriginArgs {
     /// The origin's TOML config file.
     #[arg(long, value_name = "FILE", required_unless_present = "check_config")]
     pub config: Option<PathBuf>,
-    /// Validate this config file and exit: 0 and a summary when it is
-    /// valid, an error naming the field when it is not.
+    /// Validate this config file (with the `MERIDIAN_ORIGIN__…` variables
+    /// and `*_file` secrets applied) and exit: 0 and a summary when it is
+    /// valid, an error naming the file or variable and the field when not.
     #[arg(long, value_name = "FILE", conflicts_with_all = ["config", "migrate"])]
     pub check_config: Option<PathBuf>,
     /// Run the catalog migrations on the primary before serving.
@@ -25,17 +24,6 @@ pub struct OriginArgs {
 }
 
 pub async fn run(args: OriginArgs) -> Result<(), CliError> {
-    if let Some(path) = &args.check_config {
-        let config = OriginConfig::load(path)?;
-        println!(
-            "{}: a valid origin config (region {}, public {}, internal {})",
-            path.display(),
-            config.region,
-            config.listen,
-            config.internal_listen
-        );
-        return Ok(());
-    }
     let Some(path) = &args.config else {
         return Err(CliError::Other("give --config FILE".into()));
     };

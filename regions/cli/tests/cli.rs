@@ -289,9 +289,11 @@ fn token_mints_a_verifiable_shopper_token_and_refuses_bad_input() {
     }
 }
 
-/// `meridian origin|edge --check-config FILE`: validates, starts nothing
-/// (its listen ports are taken and its database does not exist), and
-/// names the field of a bad config.
+/// `meridian origin|edge --check-config FILE`: validates through the same
+/// loader as the processes (the file, the binary's `MERIDIAN_…__` variables,
+/// `*_file` secrets), starts nothing (its listen ports are taken and its
+/// database does not exist), and names the file or variable and the field
+/// of a bad config — never a secret's value.
 #[test]
 fn check_config_validates_without_starting_anything() {
     let dir = tempfile::tempdir().unwrap();
@@ -301,6 +303,8 @@ fn check_config_validates_without_starting_anything() {
     ];
     let port = taken[0].local_addr().unwrap().port();
     let other = taken[1].local_addr().unwrap().port();
+    const GUEST_SECRET: &str = "a-guest-cookie-secret-of-some-length-0123456789";
+    const FILE_SECRET: &str = "a-guest-cookie-secret-from-a-mounted-file-0123";
     let origin = format!(
         r#"region = "us-east"
 listen = "127.0.0.1:{port}"
@@ -313,7 +317,7 @@ lag_tolerance = "2s"
 
 [shoppers]
 hs256_secret = "a-shopper-token-secret-of-some-length-0123456789"
-guest_cookie_secret = "a-guest-cookie-secret-of-some-length-0123456789"
+guest_cookie_secret = "{GUEST_SECRET}"
 "#
     );
     let edge = format!(
@@ -324,28 +328,37 @@ admin_tokens = ["an-edge-admin-token-0123456789"]
 upstreams = [{{ name = "us-east", origins = ["127.0.0.1:9"], latency_ms = 0 }}]
 "#
     );
-    let check = |kind: &str, text: &str| {
+    let secret_file = dir.path().join("guest-cookie-secret");
+    std::fs::write(&secret_file, format!("{FILE_SECRET}\n")).unwrap();
+    // Everything printed by the checks that failed: no secret may be in it.
+    let mut refusals = String::new();
+    let mut check = |kind: &str, text: &str, env: &[(&str, &str)]| {
         let path = dir.path().join(format!("{kind}.toml"));
         std::fs::write(&path, text).unwrap();
         let output = Command::new(BIN)
             .args([kind, "--check-config"])
             .arg(&path)
+            .envs(env.iter().copied())
             .output()
             .unwrap();
-        (
-            output.status.code(),
+        let (stdout, stderr) = (
             String::from_utf8_lossy(&output.stdout).to_string(),
             String::from_utf8_lossy(&output.stderr).to_string(),
-        )
+        );
+        if !output.status.success() {
+            refusals.push_str(&stdout);
+            refusals.push_str(&stderr);
+        }
+        (output.status.code(), stdout, stderr)
     };
 
-    let (code, stdout, _) = check("origin", &origin);
+    let (code, stdout, _) = check("origin", &origin, &[]);
     assert_eq!(code, Some(0));
     assert!(
         stdout.contains("a valid origin config (region us-east"),
         "{stdout}"
     );
-    let (code, stdout, _) = check("edge", &edge);
+    let (code, stdout, _) = check("edge", &edge, &[]);
     assert_eq!(code, Some(0));
     assert!(
         stdout.contains("a valid edge config (region us-east"),
@@ -354,7 +367,7 @@ upstreams = [{{ name = "us-east", origins = ["127.0.0.1:9"], latency_ms = 0 }}]
 
     // Bad configs: a value of the wrong type, a rule across fields, an
     // unknown key. Each names what is wrong.
-    let (code, _, stderr) = check("origin", &origin.replace("\"2s\"", "\"soon\""));
+    let (code, _, stderr) = check("origin", &origin.replace("\"2s\"", "\"soon\""), &[]);
     assert_eq!(code, Some(1));
     assert!(stderr.contains("lag_tolerance"), "{stderr}");
     let (code, _, stderr) = check(
@@ -363,12 +376,141 @@ upstreams = [{{ name = "us-east", origins = ["127.0.0.1:9"], latency_ms = 0 }}]
             "hs256_secret = \"a-shopper-token-secret-of-some-length-0123456789\"\n",
             "",
         ),
+        &[],
     );
     assert_eq!(code, Some(1));
     assert!(stderr.contains("shoppers"), "{stderr}");
-    let (code, _, stderr) = check("edge", &format!("{edge}colour = \"blue\"\n"));
+    let (code, _, stderr) = check("edge", &format!("{edge}colour = \"blue\"\n"), &[]);
     assert_eq!(code, Some(1));
     assert!(stderr.contains("colour"), "{stderr}");
+
+    // The environment overrides the file, each binary under its own prefix.
+    let (code, stdout, _) = check("origin", &origin, &[("MERIDIAN_ORIGIN__REGION", "eu-west")]);
+    assert_eq!(code, Some(0));
+    assert!(stdout.contains("(region eu-west"), "{stdout}");
+    let (code, stdout, _) = check(
+        "edge",
+        &edge,
+        &[
+            ("MERIDIAN_ORIGIN__REGION", "eu-west"),
+            ("MERIDIAN_EDGE__MAX_REQUEST_HEADERS", "64"),
+        ],
+    );
+    assert_eq!(code, Some(0));
+    assert!(stdout.contains("(region us-east"), "{stdout}");
+    // A valid file made invalid by a variable: the variable and the field
+    // are named, for a rule of validate() and for a wrong type alike.
+    let (code, _, stderr) = check(
+        "origin",
+        &origin,
+        &[("MERIDIAN_ORIGIN__DATABASE__POOL_SIZE", "0")],
+    );
+    assert_eq!(code, Some(1));
+    assert!(
+        stderr.contains("environment variable MERIDIAN_ORIGIN__DATABASE__POOL_SIZE"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("`database.pool_size`"), "{stderr}");
+    let (code, _, stderr) = check(
+        "edge",
+        &edge,
+        &[("MERIDIAN_EDGE__REDIS_URL", "http://cache.example:6379")],
+    );
+    assert_eq!(code, Some(1));
+    assert!(
+        stderr.contains("environment variable MERIDIAN_EDGE__REDIS_URL: field `redis_url`"),
+        "{stderr}"
+    );
+
+    // A secret from a file (a mounted Kubernetes Secret), named in the file
+    // or by a variable.
+    let from_file = origin.replace(
+        &format!("guest_cookie_secret = \"{GUEST_SECRET}\""),
+        &format!("guest_cookie_secret_file = \"{}\"", secret_file.display()),
+    );
+    let (code, stdout, stderr) = check("origin", &from_file, &[]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stdout.contains("a valid origin config"), "{stdout}");
+    let without = origin.replace(&format!("guest_cookie_secret = \"{GUEST_SECRET}\"\n"), "");
+    let variable = secret_file.display().to_string();
+    let (code, _, stderr) = check(
+        "origin",
+        &without,
+        &[(
+            "MERIDIAN_ORIGIN__SHOPPERS__GUEST_COOKIE_SECRET_FILE",
+            &variable,
+        )],
+    );
+    assert_eq!(code, Some(0), "{stderr}");
+    // The value and its file both set: refused, both named.
+    let (code, _, stderr) = check(
+        "origin",
+        &origin,
+        &[(
+            "MERIDIAN_ORIGIN__SHOPPERS__GUEST_COOKIE_SECRET_FILE",
+            &variable,
+        )],
+    );
+    assert_eq!(code, Some(1));
+    assert!(
+        stderr.contains("`shoppers.guest_cookie_secret`"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("`shoppers.guest_cookie_secret_file`"),
+        "{stderr}"
+    );
+    // A secret file that is not there: refused, its path named.
+    let missing = dir.path().join("no-such-secret");
+    let (code, _, stderr) = check(
+        "origin",
+        &origin.replace(
+            &format!("guest_cookie_secret = \"{GUEST_SECRET}\""),
+            &format!("guest_cookie_secret_file = \"{}\"", missing.display()),
+        ),
+        &[],
+    );
+    assert_eq!(code, Some(1));
+    assert!(
+        stderr.contains("shoppers.guest_cookie_secret_file"),
+        "{stderr}"
+    );
+    assert!(stderr.contains(&missing.display().to_string()), "{stderr}");
+    // A secret too short: the rule names the field and where it came from.
+    std::fs::write(&secret_file, "too-short\n").unwrap();
+    let (code, _, stderr) = check("origin", &from_file, &[]);
+    assert_eq!(code, Some(1));
+    assert!(
+        stderr.contains("`shoppers.guest_cookie_secret`"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("origin.toml"), "{stderr}");
+    // A secret file pointed at a field that is no secret: the type error
+    // does not quote the file.
+    std::fs::write(&secret_file, format!("{FILE_SECRET}\n")).unwrap();
+    let (code, _, stderr) = check(
+        "origin",
+        &origin.replace(
+            "lag_tolerance = \"2s\"",
+            &format!(
+                "lag_tolerance = \"2s\"\npool_size_file = \"{}\"",
+                secret_file.display()
+            ),
+        ),
+        &[],
+    );
+    assert_eq!(code, Some(1));
+    assert!(stderr.contains("`database.pool_size`"), "{stderr}");
+
+    // No refusal printed a secret.
+    for secret in [
+        GUEST_SECRET,
+        FILE_SECRET,
+        "too-short",
+        "an-admin-token-of-some-length",
+    ] {
+        assert!(!refusals.contains(secret), "{secret} in: {refusals}");
+    }
 
     // --config and --check-config together are a usage error.
     let status = Command::new(BIN)
