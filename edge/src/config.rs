@@ -18,6 +18,7 @@ use meridian_config::{EnvPrefix, Layer, Loaded};
 use meridian_contracts::shopper_token::MIN_SECRET_BYTES;
 use serde::{Deserialize, Serialize};
 
+pub use crate::origin_dns::OriginAddress;
 pub use meridian_config::{RedisUrl, Secret};
 
 /// Everything one edge process needs.
@@ -33,8 +34,10 @@ pub struct EdgeConfig {
     /// TLS termination (HTTP/1.1 and HTTP/2 by ALPN); optional.
     #[serde(default)]
     pub tls: Option<TlsConfig>,
-    /// Bearer tokens accepted by the admin API's write endpoints (purge).
-    pub admin_tokens: Vec<Secret>,
+    /// Named bearer tokens accepted by the admin API's write endpoints
+    /// (purge): `[{ name = "ops", token = "…" }]` (or `token_file`). The
+    /// name says who holds it, so one can be rotated alone.
+    pub admin_tokens: Vec<AdminToken>,
     /// Regions this edge can route to; must include `region`.
     pub upstreams: Vec<UpstreamRegion>,
     #[serde(default)]
@@ -186,13 +189,24 @@ pub struct TlsConfig {
     pub key: PathBuf,
 }
 
+/// A named admin token.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminToken {
+    /// Who holds the token (logs name it, never the token).
+    pub name: String,
+    pub token: Secret,
+}
+
 /// One region the edge can send requests to.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UpstreamRegion {
     pub name: String,
-    /// The region's origin instances (`host:port`).
-    pub origins: Vec<SocketAddr>,
+    /// The region's origins, `host:port` each: an IP address, or a DNS
+    /// name re-resolved every `health.dns_refresh` (a Kubernetes headless
+    /// Service: one address per ready pod).
+    pub origins: Vec<OriginAddress>,
     /// Round-trip latency from this edge's region, in ms: failover goes to
     /// the healthy region with the lowest value. The edge's own region is 0.
     #[serde(default)]
@@ -414,6 +428,9 @@ pub struct HealthConfig {
     /// may be served instead).
     #[serde(with = "humantime_serde", default = "defaults::read_timeout")]
     pub read_timeout: Duration,
+    /// How often origins named by DNS are resolved again (pods come and go).
+    #[serde(with = "humantime_serde", default = "defaults::dns_refresh")]
+    pub dns_refresh: Duration,
 }
 
 impl Default for CacheConfig {
@@ -437,6 +454,7 @@ impl Default for HealthConfig {
             interval: defaults::health_interval(),
             connect_timeout: defaults::connect_timeout(),
             read_timeout: defaults::read_timeout(),
+            dns_refresh: defaults::dns_refresh(),
         }
     }
 }
@@ -571,6 +589,9 @@ mod defaults {
     pub fn read_timeout() -> Duration {
         Duration::from_secs(5)
     }
+    pub fn dns_refresh() -> Duration {
+        Duration::from_secs(5)
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -621,11 +642,27 @@ impl EdgeConfig {
         if self.region.is_empty() {
             return invalid("region", "must not be empty".into());
         }
-        if self.admin_tokens.iter().any(|t| t.expose().len() < 16) {
+        if self
+            .admin_tokens
+            .iter()
+            .any(|t| t.token.expose().len() < 16)
+        {
             return invalid(
-                "admin_tokens",
+                "admin_tokens.token",
                 "every token must be at least 16 characters".into(),
             );
+        }
+        for (i, token) in self.admin_tokens.iter().enumerate() {
+            if token.name.is_empty() || self.admin_tokens[..i].iter().any(|t| t.name == token.name)
+            {
+                return invalid(
+                    "admin_tokens.name",
+                    "names must be unique and non-empty".into(),
+                );
+            }
+        }
+        if self.health.dns_refresh < Duration::from_millis(100) {
+            return invalid("health.dns_refresh", "must be at least 100ms".into());
         }
         if self.upstreams.is_empty() {
             return invalid("upstreams", "list at least one region".into());
@@ -864,7 +901,7 @@ mod tests {
             region = "eu-west"
             listen = "127.0.0.1:8200"
             admin_listen = "127.0.0.1:9200"
-            admin_tokens = ["0123456789abcdef"]
+            admin_tokens = [{ name = "ops", token = "0123456789abcdef" }]
             [[upstreams]]
             name = "us-east"
             origins = ["127.0.0.1:8110"]

@@ -42,6 +42,7 @@ pub mod head_deadline;
 pub mod identity;
 pub mod metrics;
 pub mod modes;
+pub mod origin_dns;
 pub mod proxy;
 pub mod purge_listener;
 pub mod rate_limiting;

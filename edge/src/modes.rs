@@ -15,7 +15,6 @@
 //! that reaches no origin keeps that setting and reports it as stale
 //! (`/readyz`, `meridian_edge_modes_stale`).
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -262,8 +261,9 @@ impl EdgeModes {
 /// Polls the region's origins for the setting they apply.
 pub struct ModesFollower {
     pub modes: Arc<EdgeModes>,
-    /// The edge's own region's origins.
-    pub origins: Vec<SocketAddr>,
+    /// The edge's own region's origins (a name is resolved by the HTTP
+    /// client on each poll).
+    pub origins: Vec<crate::origin_dns::OriginAddress>,
     pub poll_interval: Duration,
     /// Rung by the purge listener when the key `modes` passes.
     pub wake: Arc<Notify>,
@@ -278,7 +278,7 @@ impl ModesFollower {
         self.modes.metrics.mode_polls.inc();
         let count = self.origins.len();
         for i in 0..count {
-            let origin = self.origins[(turn + i) % count];
+            let origin = &self.origins[(turn + i) % count];
             let answer = async {
                 client
                     .get(format!("http://{origin}/v1/modes"))

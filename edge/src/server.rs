@@ -34,12 +34,10 @@ use crate::proxy::routing::Router;
 use crate::purge_listener::PurgeListener;
 use crate::rate_limiting::budget::CheckoutBudget;
 use crate::rate_limiting::{LimitsMaintenance, RateLimits};
-use crate::upstream::{PoolError, build_pools};
+use crate::upstream::build_pools;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    #[error(transparent)]
-    Pool(#[from] PoolError),
     #[error(transparent)]
     Geo(#[from] crate::geo::GeoError),
     #[error(transparent)]
@@ -84,7 +82,7 @@ impl EdgeServer {
 
         let cache = EdgeCache::new(&config.cache);
         let metrics = Arc::new(EdgeMetrics::new(&config.region, config.upstreams.len())?);
-        let (pools, health_services) = build_pools(&config)?;
+        let (pools, health_services) = build_pools(&config);
         let regions = config.failover_order();
         let latency: Vec<Vec<Option<u32>>> = regions
             .iter()
@@ -256,7 +254,11 @@ impl EdgeServer {
                 cache,
                 router,
                 metrics,
-                tokens: config.admin_tokens.clone().into(),
+                tokens: config
+                    .admin_tokens
+                    .iter()
+                    .map(|t| t.token.clone())
+                    .collect(),
                 purge_listener,
                 modes,
                 public_listeners: std::iter::once(config.listen)

@@ -6,15 +6,20 @@
 //! is usable while one of its origins passes; a failed connection also moves
 //! the request on to the next region at once ([`crate::proxy`]), so an
 //! outage costs at most one health interval before every request avoids it.
+//! Origins named by DNS are resolved again every `health.dns_refresh`
+//! ([`crate::origin_dns`]): each address is a backend of its own.
 
 use std::sync::Arc;
 
+use futures::FutureExt;
+
 use pingora::lb::health_check::HttpHealthCheck;
 use pingora::lb::selection::RoundRobin;
-use pingora::lb::{Backend, LoadBalancer};
+use pingora::lb::{Backend, Backends, LoadBalancer};
 use pingora::services::background::{GenBackgroundService, background_service};
 
 use crate::config::{EdgeConfig, HealthConfig};
+use crate::origin_dns::DnsDiscovery;
 
 /// One region's origins.
 pub struct RegionPool {
@@ -43,30 +48,22 @@ impl RegionPool {
     }
 }
 
-#[derive(Debug, thiserror::Error)]
-#[error("region `{region}`: cannot build its origin pool: {source}")]
-pub struct PoolError {
-    region: String,
-    source: std::io::Error,
-}
-
 /// A region's health-check service, to be added to the server.
 pub type HealthService = GenBackgroundService<LoadBalancer<RoundRobin>>;
 
 /// Every region's pool in failover order, plus the background services
 /// that health-check them (to be added to the server).
-pub fn build_pools(
-    config: &EdgeConfig,
-) -> Result<(Vec<RegionPool>, Vec<HealthService>), PoolError> {
+pub fn build_pools(config: &EdgeConfig) -> (Vec<RegionPool>, Vec<HealthService>) {
     let mut pools = Vec::new();
     let mut services = Vec::new();
     for region in config.failover_order() {
+        let discovery = DnsDiscovery::new(&region.name, region.origins.clone());
         let mut pool =
-            LoadBalancer::<RoundRobin>::try_from_iter(region.origins.iter().map(|a| a.to_string()))
-                .map_err(|source| PoolError {
-                    region: region.name.clone(),
-                    source,
-                })?;
+            LoadBalancer::<RoundRobin>::from_backends(Backends::new(Box::new(discovery)));
+        pool.update_frequency = Some(config.health.dns_refresh);
+        // The first update takes what `DnsDiscovery::new` resolved, without
+        // a lookup: it completes at once, and the pool serves from the start.
+        let _ = pool.update().now_or_never();
         pool.set_health_check(health_check(&config.health));
         pool.health_check_frequency = Some(config.health.interval);
         pool.parallel_health_check = true;
@@ -77,7 +74,7 @@ pub fn build_pools(
         });
         services.push(service);
     }
-    Ok((pools, services))
+    (pools, services)
 }
 
 fn health_check(config: &HealthConfig) -> Box<HttpHealthCheck> {

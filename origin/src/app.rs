@@ -281,13 +281,15 @@ impl Application {
                     reservation_ttl: config.inventory.reservation_ttl,
                     metrics: metrics.clone(),
                 };
-                tasks.spawn(checkout::recovery::run(
-                    saga.clone(),
-                    shards.clone(),
-                    config.checkout.clone(),
-                    metrics.clone(),
-                    shutdown.clone(),
-                ));
+                if config.background_workers {
+                    tasks.spawn(checkout::recovery::run(
+                        saga.clone(),
+                        shards.clone(),
+                        config.checkout.clone(),
+                        metrics.clone(),
+                        shutdown.clone(),
+                    ));
+                }
                 Some((saga, shards.clone()))
             }
             _ => None,
@@ -299,7 +301,7 @@ impl Application {
             )?)),
             None => None,
         };
-        if let Some(gate) = &gate {
+        if let Some(gate) = gate.as_ref().filter(|_| config.background_workers) {
             let worker = flash::worker::Worker {
                 gate: gate.clone(),
                 db: db.clone(),
@@ -310,12 +312,14 @@ impl Application {
             };
             tasks.spawn(worker.run(shutdown.clone()));
         }
-        tasks.spawn(inventory::sweeper::run(
-            db.clone(),
-            metrics.clone(),
-            config.inventory.sweep_interval,
-            shutdown.clone(),
-        ));
+        if config.background_workers {
+            tasks.spawn(inventory::sweeper::run(
+                db.clone(),
+                metrics.clone(),
+                config.inventory.sweep_interval,
+                shutdown.clone(),
+            ));
+        }
         if let Some(url) = config.redis_url.clone() {
             let subscriber = invalidation::run_subscriber(
                 url,
@@ -402,7 +406,7 @@ impl Application {
             })),
         }));
         let router = public_routes(state.clone(), config.max_body_bytes);
-        let internal_router = internal_routes(state, config.max_body_bytes);
+        let internal_router = internal_routes(state, config.max_body_bytes, config.admin_api);
         let bind = |addr: SocketAddr| async move {
             TcpListener::bind(addr)
                 .await
@@ -502,15 +506,19 @@ pub fn public_routes(state: AppState, max_body_bytes: usize) -> Router {
     finish(routes, state)
 }
 
-/// The internal listener: the admin API, `/metrics`, `/readyz`,
-/// `/healthz`.
-pub fn internal_routes(state: AppState, max_body_bytes: usize) -> Router {
-    let routes = Router::new()
-        .merge(catalog::admin_router(max_body_bytes))
-        .merge(inventory::admin_router(max_body_bytes))
-        .merge(flash::admin_router(max_body_bytes))
-        .merge(modes::admin_router(max_body_bytes))
-        .merge(notify_me::admin_router())
+/// The internal listener: the admin API (with `admin_api`), `/metrics`,
+/// `/readyz`, `/healthz`.
+pub fn internal_routes(state: AppState, max_body_bytes: usize, admin_api: bool) -> Router {
+    let mut routes = Router::new();
+    if admin_api {
+        routes = routes
+            .merge(catalog::admin_router(max_body_bytes))
+            .merge(inventory::admin_router(max_body_bytes))
+            .merge(flash::admin_router(max_body_bytes))
+            .merge(modes::admin_router(max_body_bytes))
+            .merge(notify_me::admin_router());
+    }
+    let routes = routes
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))

@@ -69,6 +69,19 @@ pub struct OriginConfig {
     pub checkout: CheckoutConfig,
     #[serde(default)]
     pub modes: ModesConfig,
+    /// Serve the admin API on the internal listener (`/metrics`,
+    /// `/healthz`, `/readyz` are always there). Off on the roles that serve
+    /// shoppers or run workers, so their pods answer no admin request.
+    #[serde(default = "defaults::on")]
+    pub admin_api: bool,
+    /// Run the background workers: the reservation sweeper, the checkout
+    /// recovery worker and the flash-claim workers. Each is safe to run in
+    /// any number of processes (`FOR UPDATE SKIP LOCKED`, a Redis consumer
+    /// group), so none is a singleton; a deployment runs them in a role of
+    /// their own. The invalidation tailer, the mode watcher and the lag
+    /// probe always run: every process needs them.
+    #[serde(default = "defaults::on")]
+    pub background_workers: bool,
 }
 
 /// Operating modes (`/v1/admin/modes`).
@@ -426,6 +439,9 @@ impl AdminScope {
 
 mod defaults {
     use std::time::Duration;
+    pub fn on() -> bool {
+        true
+    }
     pub fn max_body_bytes() -> usize {
         64 * 1024
     }

@@ -64,6 +64,7 @@ pub struct MetricFamilies {
     pub mode_changes: IntCounter,
     pub mode_propagation: Histogram,
     pub modes_stale: IntGauge,
+    pub queue_depth: IntGaugeVec,
 }
 
 impl Metrics {
@@ -249,8 +250,22 @@ impl Metrics {
             "meridian_modes_stale",
             "1 while this process cannot read the mode table and runs on its last known state",
         )?;
+        let queue_depth = IntGaugeVec::new(
+            Opts::new(
+                "meridian_queue_depth",
+                "Work waiting, by queue: reservations (jobs queued in this process's \
+                 reservation batcher) and flash_claims (this worker's share of the won \
+                 claims not recorded yet: each open sale's backlog over its consumers); \
+                 the autoscalers' queue-depth trigger",
+            ),
+            &["queue"],
+        )?;
+        for queue in ["reservations", "flash_claims"] {
+            queue_depth.with_label_values(&[queue]).set(0);
+        }
         for metric in [
-            Box::new(mode.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(queue_depth.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(mode.clone()),
             Box::new(feature_enabled.clone()),
             Box::new(mode_changes.clone()),
             Box::new(mode_propagation.clone()),
@@ -305,6 +320,7 @@ impl Metrics {
             mode_changes,
             mode_propagation,
             modes_stale,
+            queue_depth,
         })))
     }
 

@@ -248,7 +248,7 @@ prepare_workdir() {
 region = "bench"
 listen = "127.0.0.1:$edge_port"
 admin_listen = "127.0.0.1:$edge_admin_port"
-admin_tokens = ["$edge_token"]
+admin_tokens = [{ name = "bench", token = "$edge_token" }]
 threads = 1
 grace_period_seconds = 0
 

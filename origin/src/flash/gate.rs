@@ -75,23 +75,37 @@ if fresh then take(fresh[1][2]) end
 return out
 "#;
 
+/// Counts a sale's won claims not recorded yet (delivered to a worker and
+/// not acknowledged, plus not delivered yet) and the consumers sharing
+/// them; shared by [`close_script`] and [`waiting_script`].
+const COUNT_WAITING: &str = r#"
+local waiting, consumers = 0, 0
+if redis.call('EXISTS', KEYS[3]) == 1 then
+  for _, group in ipairs(redis.call('XINFO', 'GROUPS', KEYS[3])) do
+    local g = {}
+    for i = 1, #group, 2 do g[group[i]] = group[i + 1] end
+    if g['name'] == 'reservers' then
+      waiting = tonumber(g['pending']) + (tonumber(g['lag']) or 0)
+      consumers = tonumber(g['consumers'])
+    end
+  end
+end
+"#;
+
 /// Closes a sale's gate (no claim is won after this); a gate Redis lost
 /// stays absent. Returns the claims delivered to a worker and not yet
 /// acknowledged plus those not delivered yet: 0 once every claim won
 /// before the close is recorded.
-const CLOSE: &str = r#"
-if redis.call('EXISTS', KEYS[4]) == 1 then redis.call('HSET', KEYS[4], 'state', 'closed') end
-if redis.call('EXISTS', KEYS[3]) == 0 then return 0 end
-local waiting = 0
-for _, group in ipairs(redis.call('XINFO', 'GROUPS', KEYS[3])) do
-  local g = {}
-  for i = 1, #group, 2 do g[group[i]] = group[i + 1] end
-  if g['name'] == 'reservers' then
-    waiting = tonumber(g['pending']) + (tonumber(g['lag']) or 0)
-  end
-end
-return waiting
-"#;
+fn close_script() -> String {
+    format!(
+        "if redis.call('EXISTS', KEYS[4]) == 1 then redis.call('HSET', KEYS[4], 'state', 'closed') end\n{COUNT_WAITING}\nreturn waiting"
+    )
+}
+
+/// `{waiting, consumers}` of a sale's claim stream, changing nothing.
+fn waiting_script() -> String {
+    format!("{COUNT_WAITING}\nreturn {{waiting, consumers}}")
+}
 
 /// The outcome of a claim.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -135,6 +149,7 @@ pub struct Gate {
     claim: Script,
     open: Script,
     close: Script,
+    waiting: Script,
     fetch: Script,
 }
 
@@ -153,7 +168,8 @@ impl Gate {
             client,
             claim: Script::from_lua(CLAIM),
             open: Script::from_lua(OPEN),
-            close: Script::from_lua(CLOSE),
+            close: Script::from_lua(close_script()),
+            waiting: Script::from_lua(waiting_script()),
             fetch: Script::from_lua(FETCH),
         })
     }
@@ -218,6 +234,19 @@ impl Gate {
             .evalsha_with_reload(&self.client, keys(sale), Vec::<String>::new())
             .await?;
         Ok(u64::try_from(waiting).unwrap_or(0))
+    }
+
+    /// Won claims of sale `sale` not recorded yet, and how many consumers
+    /// (claim workers) share them.
+    pub async fn waiting(&self, sale: i64) -> Result<(u64, u64), GateError> {
+        let (waiting, consumers): (i64, i64) = self
+            .waiting
+            .evalsha_with_reload(&self.client, keys(sale), Vec::<String>::new())
+            .await?;
+        Ok((
+            u64::try_from(waiting).unwrap_or(0),
+            u64::try_from(consumers).unwrap_or(0),
+        ))
     }
 
     /// Whether Redis still knows sale `sale` (it may have lost it).

@@ -58,6 +58,7 @@ impl Worker {
                 for sale in &sales {
                     self.ensure_gate(sale).await;
                 }
+                self.report_queue(&sales).await;
                 refreshed = Some(Instant::now());
             }
             let mut busy = false;
@@ -96,6 +97,25 @@ impl Worker {
                 }
             }
         }
+    }
+
+    /// Sets `meridian_queue_depth{queue="flash_claims"}` to this worker's
+    /// share of the won claims waiting in the open sales (each sale's
+    /// backlog divided among its consumers), so that summed over the
+    /// workers it is the region's backlog and averaged it is what the
+    /// autoscaler compares with its target. A sale Redis cannot count
+    /// adds nothing.
+    async fn report_queue(&self, sales: &[Sale]) {
+        let mut share = 0;
+        for sale in sales {
+            if let Ok((waiting, consumers)) = self.gate.waiting(sale.id).await {
+                share += waiting.div_ceil(consumers.max(1));
+            }
+        }
+        self.metrics
+            .queue_depth
+            .with_label_values(&["flash_claims"])
+            .set(i64::try_from(share).unwrap_or(i64::MAX));
     }
 
     /// An ended sale: its gate closes (Redis's clock already refuses

@@ -217,6 +217,11 @@ impl Worker {
                         Err(_) => break,
                     }
                 }
+                // What still waits once this batch is taken.
+                self.metrics
+                    .queue_depth
+                    .with_label_values(&["reservations"])
+                    .set(i64::try_from(receiver.len()).unwrap_or(i64::MAX));
                 batch
             };
             self.metrics

@@ -324,7 +324,7 @@ guest_cookie_secret = "{GUEST_SECRET}"
         r#"region = "us-east"
 listen = "127.0.0.1:{port}"
 admin_listen = "127.0.0.1:{other}"
-admin_tokens = ["an-edge-admin-token-0123456789"]
+admin_tokens = [{{ name = "ops", token = "an-edge-admin-token-0123456789" }}]
 upstreams = [{{ name = "us-east", origins = ["127.0.0.1:9"], latency_ms = 0 }}]
 "#
     );

@@ -1,4 +1,5 @@
-//! The loader: the TOML file, then the binary's environment variables, then
+//! The loader: the file (TOML, or JSON when it is named `*.json` — what a
+//! Helm chart renders with `toJson`), then the binary's environment variables, then
 //! the `*_file` rewrite over the merged tree, then extraction into the
 //! typed config — each failure an error naming where the value came from.
 //!
@@ -256,7 +257,25 @@ pub fn load<T: DeserializeOwned>(file: &Path, prefix: EnvPrefix) -> Result<Loade
         file: file.to_path_buf(),
         source,
     })?;
-    let dict: Dict = toml::from_str(&text).map_err(|error| syntax_error(file, &text, &error))?;
+    let dict: Dict = if file
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("json"))
+    {
+        serde_json::from_str(&text).map_err(|error| LoadError::Syntax {
+            file: file.to_path_buf(),
+            line: error.line(),
+            column: error.column(),
+            // serde_json's message names no value, only what it expected.
+            message: error
+                .to_string()
+                .split(" at line ")
+                .next()
+                .unwrap_or_default()
+                .to_string(),
+        })?
+    } else {
+        toml::from_str(&text).map_err(|error| syntax_error(file, &text, &error))?
+    };
 
     let env = prefix.provider();
     let env_name = env.metadata().name.into_owned();
@@ -382,7 +401,7 @@ struct TomlFile {
 
 impl Provider for TomlFile {
     fn metadata(&self) -> Metadata {
-        Metadata::from("TOML file", self.path.as_path())
+        Metadata::from("config file", self.path.as_path())
     }
 
     fn data(&self) -> Result<Map<Profile, Dict>, figment::Error> {

@@ -96,6 +96,40 @@ fn the_file_alone() {
 }
 
 #[test]
+fn a_json_file_is_the_same_config_and_its_syntax_errors_show_no_value() {
+    Jail::expect_with(|jail| {
+        jail.create_file("secret-token", "ops-token-from-a-file\n")?;
+        jail.create_file(
+            "origin.json",
+            r#"{"region": "eu-west",
+                "database": {"primary_url": "postgres://db.example/meridian", "pool_size": 4},
+                "admin_tokens": [{"name": "ops", "token_file": "secret-token"}],
+                "shoppers": {"guest_cookie_secret": "guest-cookie-secret-0123456789"}}"#,
+        )?;
+        jail.set_env("MERIDIAN_ORIGIN__DATABASE__POOL_SIZE", "8");
+        let sample = origin("origin.json").unwrap().config;
+        assert_eq!(sample.region, "eu-west");
+        assert_eq!(sample.database.pool_size, 8, "the environment still wins");
+        assert_eq!(
+            sample.admin_tokens[0].token.expose(),
+            "ops-token-from-a-file"
+        );
+
+        jail.create_file(
+            "broken.json",
+            r#"{"region": "super-secret-value" "database": {}}"#,
+        )?;
+        let error = origin("broken.json").unwrap_err().to_string();
+        assert!(
+            error.contains("broken.json") && error.contains("line 1"),
+            "{error}"
+        );
+        assert!(!error.contains("super-secret-value"), "{error}");
+        Ok(())
+    });
+}
+
+#[test]
 fn the_environment_beats_the_file_with_nested_keys() {
     Jail::expect_with(|jail| {
         jail.create_file("origin.toml", FILE)?;

@@ -140,6 +140,9 @@ pub fn origin_config(
             regions: stack.regions.keys().cloned().collect(),
             ..ModesConfig::default()
         },
+        // One process does everything on a laptop.
+        admin_api: true,
+        background_workers: true,
     })
 }
 
@@ -241,7 +244,7 @@ pub fn edge_config(
             };
             Some(UpstreamRegion {
                 name: other.name.clone(),
-                origins: vec![*origin],
+                origins: vec![(*origin).into()],
                 latency_ms,
                 countries: other.countries.clone(),
                 latency_ms_to: other.latency_ms.clone().into_iter().collect(),
@@ -253,7 +256,10 @@ pub fn edge_config(
         listen: addrs.listen,
         admin_listen: addrs.admin,
         tls: addrs.tls,
-        admin_tokens: vec![secret("admin_tokens", &secrets.admin_token)?],
+        admin_tokens: vec![meridian_edge::config::AdminToken {
+            name: LOCAL_ADMIN.to_string(),
+            token: secret("admin_tokens.token", &secrets.admin_token)?,
+        }],
         upstreams,
         cache: Default::default(),
         health: Default::default(),

@@ -15,6 +15,7 @@ mod connections;
 mod contract;
 mod crash;
 mod deadlines;
+mod deploy;
 mod edge;
 mod flash;
 mod helpers;

@@ -42,7 +42,10 @@ fn mode_edge(
     config.redis_url = Some(redis_url.parse().expect("a redis URL"));
     config.modes.state_path = Some(state_path.to_path_buf());
     // One admin token for origins and edges, as in `meridian up`.
-    config.admin_tokens = vec![TOKEN.parse().expect("a token")];
+    config.admin_tokens = vec![meridian_edge::config::AdminToken {
+        name: "ops".into(),
+        token: TOKEN.parse().expect("a token"),
+    }];
     config
 }
 

@@ -31,7 +31,7 @@ fn local(port: u16) -> SocketAddr {
 /// must be among them), short health intervals for tests.
 pub fn edge_config(region: &str, upstreams: Vec<UpstreamRegion>) -> EdgeConfig {
     let mut config: EdgeConfig = toml::from_str(&format!(
-        "region = \"{region}\"\nlisten = \"127.0.0.1:1\"\nadmin_listen = \"127.0.0.1:1\"\nadmin_tokens = [\"{EDGE_TOKEN}\"]\nupstreams = []"
+        "region = \"{region}\"\nlisten = \"127.0.0.1:1\"\nadmin_listen = \"127.0.0.1:1\"\nadmin_tokens = [{{ name = \"ops\", token = \"{EDGE_TOKEN}\" }}]\nupstreams = []"
     ))
     .expect("minimal config");
     config.listen = local(free_port().expect("free port"));
@@ -48,7 +48,7 @@ pub fn edge_config(region: &str, upstreams: Vec<UpstreamRegion>) -> EdgeConfig {
 pub fn region(name: &str, origin: SocketAddr, latency_ms: u32) -> UpstreamRegion {
     UpstreamRegion {
         name: name.to_string(),
-        origins: vec![origin],
+        origins: vec![origin.into()],
         latency_ms,
         countries: Vec::new(),
         latency_ms_to: Default::default(),

@@ -28,7 +28,7 @@ fn upstream_region(
 ) -> UpstreamRegion {
     UpstreamRegion {
         name: name.to_string(),
-        origins: vec![origin],
+        origins: vec![origin.into()],
         latency_ms: latency,
         countries: countries.iter().map(|c| c.to_string()).collect(),
         latency_ms_to: Default::default(),
