@@ -4,7 +4,8 @@
 //!
 //! It owns:
 //!
-//! - **the layers** ([`load`]): a TOML file, then environment variables
+//! - **the layers** ([`load`]): a TOML file (or JSON, when it is named
+//!   `*.json`: what the Helm chart renders), then environment variables
 //!   that override it, each binary under its own prefix ([`EnvPrefix`]):
 //!   `MERIDIAN_ORIGIN__<KEY>` and `MERIDIAN_EDGE__<KEY>`, nested keys
 //!   joined by `__` (`MERIDIAN_ORIGIN__DATABASE__POOL_SIZE=32`). No other

@@ -154,6 +154,15 @@ fn name(object: &Value) -> &str {
     object["metadata"]["name"].as_str().unwrap_or_default()
 }
 
+/// How many objects of each kind.
+fn kind_counts(objects: &[Value]) -> BTreeMap<&str, usize> {
+    let mut kinds = BTreeMap::new();
+    for object in objects {
+        *kinds.entry(kind(object)).or_default() += 1;
+    }
+    kinds
+}
+
 fn by_kind<'a>(objects: &'a [Value], wanted: &str) -> Vec<&'a Value> {
     objects.iter().filter(|o| kind(o) == wanted).collect()
 }
@@ -262,10 +271,7 @@ fn the_chart_lints_and_every_rendering_validates_for_two_kubernetes_versions() {
         }
         let objects = documents(&render(&scenario.values, &scenario.namespace).unwrap());
         validate(&scenario.name, &objects, work.path());
-        let mut kinds: BTreeMap<&str, usize> = BTreeMap::new();
-        for object in &objects {
-            *kinds.entry(kind(object)).or_default() += 1;
-        }
+        let kinds = kind_counts(&objects);
         counts.push(format!(
             "{}: {} objects {kinds:?}",
             scenario.name,
@@ -323,10 +329,7 @@ fn the_data_tier_overlays_build_and_validate() {
                 );
             }
         }
-        let mut kinds: BTreeMap<&str, usize> = BTreeMap::new();
-        for object in &objects {
-            *kinds.entry(kind(object)).or_default() += 1;
-        }
+        let kinds = kind_counts(&objects);
         counts.push(format!("{target}: {} objects {kinds:?}", objects.len()));
     }
     println!("{}", counts.join("\n"));
@@ -791,17 +794,7 @@ fn custom_autoscaling_metrics_are_served_by_the_adapter_rules() {
         .filter_map(|m| m["pods"]["metric"]["name"].as_str().map(String::from))
         .collect();
     assert!(wanted.len() >= 5, "{wanted:?}");
-    let mut command = Command::new(kubectl());
-    command.arg("kustomize").arg(root().join("k8s/monitoring"));
-    let monitoring = documents(&run(command).unwrap());
-    let adapter = by_kind(&monitoring, "ConfigMap")
-        .into_iter()
-        .find_map(|c| c["data"]["config.yaml"].as_str())
-        .expect("the prometheus-adapter config");
-    let config: Value = serde_yaml_ng::from_str(adapter).unwrap();
-    let served: BTreeSet<String> = config["rules"]
-        .as_array()
-        .unwrap()
+    let served: BTreeSet<String> = adapter_rules()
         .iter()
         .filter_map(|r| r["name"]["as"].as_str().map(String::from))
         .collect();
@@ -812,9 +805,8 @@ fn custom_autoscaling_metrics_are_served_by_the_adapter_rules() {
     );
 }
 
-/// The series the prometheus-adapter rules select (`seriesQuery`'s metric
-/// name).
-fn adapter_series() -> BTreeSet<String> {
+/// The prometheus-adapter rules of `k8s/monitoring`.
+fn adapter_rules() -> Vec<Value> {
     let mut command = Command::new(kubectl());
     command.arg("kustomize").arg(root().join("k8s/monitoring"));
     let monitoring = documents(&run(command).unwrap());
@@ -823,9 +815,13 @@ fn adapter_series() -> BTreeSet<String> {
         .find_map(|c| c["data"]["config.yaml"].as_str())
         .expect("the prometheus-adapter config");
     let config: Value = serde_yaml_ng::from_str(adapter).unwrap();
-    let series: BTreeSet<String> = config["rules"]
-        .as_array()
-        .unwrap()
+    config["rules"].as_array().expect("rules").clone()
+}
+
+/// The series the prometheus-adapter rules select (`seriesQuery`'s metric
+/// name).
+fn adapter_series() -> BTreeSet<String> {
+    let series: BTreeSet<String> = adapter_rules()
         .iter()
         .map(|r| {
             let query = r["seriesQuery"].as_str().unwrap();
