@@ -371,3 +371,69 @@ async fn sales_end_on_time_close_early_on_demand_and_their_books_reconcile() {
         .unwrap();
     assert_eq!(unknown.status(), 404);
 }
+
+/// Origins by role, as the chart runs them: claims won on an origin that
+/// runs no background workers wait in the sale's stream; an origin of the
+/// workers role reports them as its queue depth (what its autoscaler
+/// scales on) and drains them into reservations; its admin API is off.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claims_won_on_the_api_role_are_drained_by_the_workers_role_which_reports_the_queue() {
+    let stack = shop_stack(10).await;
+    let mut api_config = stack.origin_config(HOME);
+    api_config.background_workers = false;
+    let api = TestOrigin::start(api_config).await;
+    let sku = stack.sellable_skus(1).await[0].0.clone();
+    set_stock(&api, &sku, 40).await;
+    let sale = open_sale(
+        &api,
+        &sku,
+        json!({ "quantity": 40, "price_minor": 100, "hold": "10m" }),
+    )
+    .await;
+    let shoppers: Vec<Shopper> = (0..40)
+        .map(|i| Shopper::new(&api, &format!("role-{i}")))
+        .collect();
+    for shopper in &shoppers {
+        assert_eq!(claim(&api, shopper, sale).await, StatusCode::ACCEPTED);
+    }
+    let books = report(&api, sale).await;
+    assert_eq!(books["claims"]["reserved"].as_i64().unwrap_or(0), 0, "{books}");
+    assert_eq!(books["queued"], 40, "{books}");
+
+    let mut workers_config = stack.origin_config(HOME);
+    workers_config.admin_api = false;
+    let workers = TestOrigin::start(workers_config).await;
+    let depth = || async {
+        workers
+            .metric("meridian_queue_depth", &[("queue", "flash_claims")])
+            .await
+    };
+    eventually(
+        "the workers role reports the backlog",
+        Duration::from_secs(10),
+        || async { depth().await > 0.0 },
+    )
+    .await;
+    assert!(depth().await <= 40.0);
+    eventually(
+        "the workers role drains the claims",
+        Duration::from_secs(20),
+        || async { report(&api, sale).await["claims"]["reserved"] == 40 },
+    )
+    .await;
+    eventually(
+        "the queue depth falls back to 0",
+        Duration::from_secs(10),
+        || async { depth().await == 0.0 },
+    )
+    .await;
+    assert_eq!(stack.stock(&sku).await, (40, 40, 0));
+    let admin = workers
+        .client
+        .get(format!("{}/v1/admin/flash-sales/{sale}", workers.admin))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(admin.status(), 404, "the workers role serves no admin API");
+}
