@@ -397,7 +397,11 @@ async fn claims_won_on_the_api_role_are_drained_by_the_workers_role_which_report
         assert_eq!(claim(&api, shopper, sale).await, StatusCode::ACCEPTED);
     }
     let books = report(&api, sale).await;
-    assert_eq!(books["claims"]["reserved"].as_i64().unwrap_or(0), 0, "{books}");
+    assert_eq!(
+        books["claims"]["reserved"].as_i64().unwrap_or(0),
+        0,
+        "{books}"
+    );
     assert_eq!(books["queued"], 40, "{books}");
 
     let mut workers_config = stack.origin_config(HOME);
