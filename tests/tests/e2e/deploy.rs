@@ -1007,6 +1007,67 @@ fn values_yaml_has_a_comment_above_every_key() {
 }
 
 #[test]
+fn the_charts_alert_rules_pass_promtool_and_their_unit_tests() {
+    let rules = root().join("helm/meridian/rules");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&rules)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    files.sort();
+    assert!(!files.is_empty());
+    let mut check = Command::new("promtool");
+    check.args(["check", "rules"]).args(&files);
+    if let Err(error) = run(check) {
+        panic!("promtool check rules (installed by .ci/install-deps): {error}");
+    }
+    // Every alert has a unit test that fires it.
+    let tests = rules.join("tests");
+    let mut test_files: Vec<PathBuf> = std::fs::read_dir(&tests)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    test_files.sort();
+    let mut command = Command::new("promtool");
+    command.args(["test", "rules"]).args(&test_files);
+    if let Err(error) = run(command) {
+        panic!("promtool test rules: {error}");
+    }
+    let tested: String = test_files
+        .iter()
+        .map(|f| std::fs::read_to_string(f).unwrap())
+        .collect();
+    for file in &files {
+        let groups: Value =
+            serde_yaml_ng::from_str(&std::fs::read_to_string(file).unwrap()).unwrap();
+        for rule in groups["groups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|g| g["rules"].as_array().unwrap())
+        {
+            if let Some(alert) = rule["alert"].as_str() {
+                assert!(
+                    tested.contains(&format!("alertname: {alert}")),
+                    "alert {alert} has no promtool unit test"
+                );
+                let runbook = rule["annotations"]["runbook_url"]
+                    .as_str()
+                    .unwrap_or_default();
+                let anchor = runbook.rsplit_once('#').map(|(_, a)| a).unwrap_or_default();
+                let book = std::fs::read_to_string(root().join("dashboards/runbook.md")).unwrap();
+                assert!(
+                    !anchor.is_empty()
+                        && book.contains(&format!("## {alert}"))
+                        && anchor == alert.to_lowercase(),
+                    "alert {alert}: its runbook_url points at its section of dashboards/runbook.md"
+                );
+            }
+        }
+    }
+}
+
+#[test]
 fn chart_dashboards_are_the_repositorys() {
     let listing = |dir: &Path| -> BTreeMap<String, String> {
         std::fs::read_dir(dir)
