@@ -82,6 +82,7 @@ impl Inventory {
                 metrics: metrics.clone(),
                 receiver: receiver.clone(),
                 max_batch: max_batch.max(1),
+                queue_depth: metrics.queue_depth.with_label_values(&["reservations"]),
             };
             tasks.spawn(worker.run(shutdown.clone()));
         }
@@ -198,6 +199,8 @@ struct Worker {
     metrics: Metrics,
     receiver: Arc<Mutex<mpsc::Receiver<Job>>>,
     max_batch: usize,
+    /// `meridian_queue_depth{queue="reservations"}`, looked up once.
+    queue_depth: prometheus::IntGauge,
 }
 
 impl Worker {
@@ -218,9 +221,7 @@ impl Worker {
                     }
                 }
                 // What still waits once this batch is taken.
-                self.metrics
-                    .queue_depth
-                    .with_label_values(&["reservations"])
+                self.queue_depth
                     .set(i64::try_from(receiver.len()).unwrap_or(i64::MAX));
                 batch
             };

@@ -154,6 +154,21 @@ fn name(object: &Value) -> &str {
     object["metadata"]["name"].as_str().unwrap_or_default()
 }
 
+/// A container's ports, by name.
+fn container_ports(container: &Value) -> BTreeMap<&str, u64> {
+    container["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p["name"].as_str().unwrap(),
+                p["containerPort"].as_u64().unwrap(),
+            )
+        })
+        .collect()
+}
+
 /// How many objects of each kind.
 fn kind_counts(objects: &[Value]) -> BTreeMap<&str, usize> {
     let mut kinds = BTreeMap::new();
@@ -440,6 +455,7 @@ fn rendered_deployments_keep_the_invariants_that_matter() {
         .lines()
         .find_map(|line| line.strip_prefix("VOLUME "))
         .expect("the image's VOLUME");
+    assert!(volume.contains("\"/var/lib/meridian\""), "{volume}");
 
     for scenario in scenarios() {
         let label = scenario.name.as_str();
@@ -607,17 +623,7 @@ fn rendered_deployments_keep_the_invariants_that_matter() {
                 );
                 let args = container["args"].as_array().unwrap();
                 assert_eq!(args[0], component, "{label}: {d}: `meridian {component}`");
-                let ports: BTreeMap<&str, u64> = container["ports"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .map(|p| {
-                        (
-                            p["name"].as_str().unwrap(),
-                            p["containerPort"].as_u64().unwrap(),
-                        )
-                    })
-                    .collect();
+                let ports = container_ports(container);
                 for port in ports.values() {
                     assert!(
                         exposed.contains(port),
@@ -630,7 +636,6 @@ fn rendered_deployments_keep_the_invariants_that_matter() {
                     .iter()
                     .map(|m| m["mountPath"].as_str().unwrap())
                     .collect();
-                assert!(volume.contains(&format!("\"{}\"", "/var/lib/meridian")));
                 assert!(
                     mounts.contains(&"/var/lib/meridian"),
                     "{label}: {d}: the image's volume is mounted"
@@ -1037,6 +1042,7 @@ fn the_charts_alert_rules_pass_promtool_and_their_unit_tests() {
         .iter()
         .map(|f| std::fs::read_to_string(f).unwrap())
         .collect();
+    let book = std::fs::read_to_string(root().join("dashboards/runbook.md")).unwrap();
     for file in &files {
         let groups: Value =
             serde_yaml_ng::from_str(&std::fs::read_to_string(file).unwrap()).unwrap();
@@ -1055,7 +1061,6 @@ fn the_charts_alert_rules_pass_promtool_and_their_unit_tests() {
                     .as_str()
                     .unwrap_or_default();
                 let anchor = runbook.rsplit_once('#').map(|(_, a)| a).unwrap_or_default();
-                let book = std::fs::read_to_string(root().join("dashboards/runbook.md")).unwrap();
                 assert!(
                     !anchor.is_empty()
                         && book.contains(&format!("## {alert}"))
@@ -1219,21 +1224,15 @@ async fn rendered_configs_pass_check_config_and_the_probes_answer_on_the_running
         } else {
             "MERIDIAN_ORIGIN__"
         };
-        let ports: BTreeMap<u64, u16> = container["ports"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|p| {
-                (
-                    p["containerPort"].as_u64().unwrap(),
-                    meridian_launcher::free_port().unwrap(),
-                )
-            })
+        let ports: BTreeMap<&str, u16> = container_ports(container)
+            .into_keys()
+            .map(|name| (name, meridian_launcher::free_port().unwrap()))
             .collect();
-        let keys: &[(&str, u64)] = if component == "edge" {
-            &[("LISTEN", 8000), ("ADMIN_LISTEN", 9000)]
+        // The listeners, by the variable that moves each and its port's name.
+        let (listen, metrics) = if component == "edge" {
+            (("LISTEN", "http"), ("ADMIN_LISTEN", "admin"))
         } else {
-            &[("LISTEN", 8080), ("INTERNAL_LISTEN", 8081)]
+            (("LISTEN", "http"), ("INTERNAL_LISTEN", "internal"))
         };
         let log = work.path().join(format!("{d}.log"));
         let mut command = Command::new(meridian_bin());
@@ -1242,21 +1241,16 @@ async fn rendered_configs_pass_check_config_and_the_probes_answer_on_the_running
             .arg(&file)
             .stdout(std::fs::File::create(&log).unwrap())
             .stderr(std::fs::File::create(work.path().join(format!("{d}.err"))).unwrap());
-        for (key, container_port) in keys {
+        for (key, port) in [listen, metrics] {
             command.env(
                 format!("{prefix}{key}"),
-                format!("127.0.0.1:{}", ports[container_port]),
+                format!("127.0.0.1:{}", ports[port]),
             );
         }
-        let (public, metrics) = if component == "edge" {
-            (8000, 9000)
-        } else {
-            (8080, 8081)
-        };
         endpoints.push((
             d.clone(),
-            format!("http://127.0.0.1:{}", ports[&public]),
-            format!("http://127.0.0.1:{}/metrics", ports[&metrics]),
+            format!("http://127.0.0.1:{}", ports[listen.1]),
+            format!("http://127.0.0.1:{}/metrics", ports[metrics.1]),
         ));
         let child = command.spawn().unwrap();
         running.push(Running {
@@ -1267,19 +1261,12 @@ async fn rendered_configs_pass_check_config_and_the_probes_answer_on_the_running
         for probe in ["startupProbe", "livenessProbe", "readinessProbe"] {
             let get = &container[probe]["httpGet"];
             let port_name = get["port"].as_str().unwrap();
-            let container_port = container["ports"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .find(|p| p["name"] == port_name)
-                .and_then(|p| p["containerPort"].as_u64())
-                .unwrap();
             probes.push((
                 d.clone(),
                 probe,
                 format!(
                     "http://127.0.0.1:{}{}",
-                    ports[&container_port],
+                    ports[port_name],
                     get["path"].as_str().unwrap()
                 ),
             ));
