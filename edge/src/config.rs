@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
 
 pub use crate::origin_dns::OriginAddress;
 pub use meridian_config::{RedisUrl, Secret};
+pub use meridian_telemetry::TelemetryConfig;
 
 /// Everything one edge process needs.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -111,6 +112,10 @@ pub struct EdgeConfig {
     /// = never queue.
     #[serde(default)]
     pub waiting_room: Option<WaitingRoomConfig>,
+    /// Log format and trace export (OTLP/HTTP; off unless an endpoint is
+    /// set): `[telemetry]`, see `meridian_telemetry::TelemetryConfig`.
+    #[serde(default)]
+    pub telemetry: TelemetryConfig,
 }
 
 /// The waiting room (Cloudflare Waiting Room's model).
@@ -641,6 +646,9 @@ impl EdgeConfig {
         };
         if self.region.is_empty() {
             return invalid("region", "must not be empty".into());
+        }
+        if let Err(broken) = self.telemetry.validate() {
+            return invalid(broken.field, broken.problem.into());
         }
         if self
             .admin_tokens

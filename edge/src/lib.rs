@@ -28,6 +28,9 @@
 //!   claims (state in the region's Redis).
 //! - [`signing`]: HMAC signatures of the edge's own cookies.
 //! - [`metrics`]: the Prometheus registry.
+//! - [`telemetry`]: per request, the W3C trace context (continued or
+//!   started, handed to the origin), the phase spans when traces are
+//!   exported, `X-Request-Id` and the access-log line.
 //!
 //! Architecture invariant: the edge never talks to PostgreSQL and knows no
 //! business rule beyond route classes.
@@ -48,6 +51,7 @@ pub mod purge_listener;
 pub mod rate_limiting;
 pub mod server;
 pub mod signing;
+pub mod telemetry;
 pub mod upstream;
 pub mod waiting_room;
 

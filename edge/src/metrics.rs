@@ -1,12 +1,20 @@
 //! The edge's Prometheus metrics: one registry per edge process (no
 //! globals), served on the admin port at `/metrics`.
 //!
-//! Labels are bounded: route class, status class, cache status, region.
-//! The per-request series are reached through [`Children`]: each label
-//! combination is resolved once, then found by index.
+//! Labels are bounded: route class, status class, cache status, upstream
+//! region. The per-request series are reached through [`Children`]: each
+//! label combination is resolved once, then found by index.
+//!
+//! The edge's own series are named `meridian_edge_*` (the registry's
+//! prefix) and carry no constant labels: the scraper's `job`/`instance`
+//! name the process, and `meridian_build_info{component="edge", region,
+//! version}` says which region and build it is. Process metrics
+//! (`process_cpu_seconds_total`, ...) and the build info live in a second,
+//! unprefixed registry; [`EdgeMetrics::render`] exposes both.
 
 use std::borrow::Cow;
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use prometheus::core::{MetricVec, MetricVecBuilder};
 use prometheus::{
@@ -82,15 +90,30 @@ pub const CACHE_STATUSES: usize = 5;
 pub const GEO_SOURCES: usize = 3;
 pub const BOT_ACTIONS: usize = 6;
 
+/// The label values an edge knows from its configuration, for
+/// [`EdgeMetrics::precreate`].
+pub struct KnownLabels<'a> {
+    /// The regions it routes to (failover pairs).
+    pub upstreams: Vec<&'a str>,
+    /// Its rate-limit policies.
+    pub policies: Vec<String>,
+}
+
 pub struct EdgeMetrics {
+    /// The edge's series (`meridian_edge_` prefix).
     registry: Registry,
-    /// Labels `route`, `status`, `cache`, `region`: slots by
-    /// [`slot`]`([route, status, cache, region])`, region `regions` = `edge`.
+    /// Series named in full: `meridian_build_info` and `process_*`.
+    process: Registry,
+    /// Labels `route`, `status_class`, `cache`, `upstream_region`: slots
+    /// by [`slot`]`([route, status_class, cache, upstream_region])`,
+    /// upstream region `regions` = `edge` (the edge answered by itself).
     pub requests: CounterChildren,
     /// Labels `route`, `cache`.
     pub latency: HistogramChildren,
-    /// Regions the edge routes to (the `region` label's values, plus `edge`).
+    /// Regions the edge routes to (the `upstream_region` label's values,
+    /// plus `edge`).
     pub regions: usize,
+    /// Labels `upstream_region`, `origin`.
     pub origin_healthy: IntGaugeVec,
     pub purges: IntCounterVec,
     pub failovers: IntCounterVec,
@@ -117,10 +140,36 @@ pub struct EdgeMetrics {
     pub connections_refused: prometheus::IntCounter,
     /// Connections cut off: a request head not complete in time.
     pub request_heads_timed_out: prometheus::IntCounter,
+    /// Label `reason`: `origin_error` (stale-if-error) or `revalidating`
+    /// (stale-while-revalidate).
+    pub stale_served: IntCounterVec,
     cache_items: IntGauge,
     cache_bytes: IntGauge,
-    cache_evictions: IntGauge,
-    cache_hit_ratio: prometheus::Gauge,
+    /// Follows the cache's own cumulative count, at each render.
+    cache_evictions: prometheus::IntCounter,
+    /// The cache's count when `cache_evictions` last caught up.
+    evictions_seen: AtomicU64,
+}
+
+/// Why a stale copy was served: the `reason` label of
+/// `meridian_edge_stale_served_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StaleReason {
+    /// The origin failed, timed out or answered 5xx (stale-if-error).
+    OriginError,
+    /// A refresh is under way (stale-while-revalidate).
+    Revalidating,
+}
+
+impl StaleReason {
+    pub const ALL: [StaleReason; 2] = [StaleReason::OriginError, StaleReason::Revalidating];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StaleReason::OriginError => "origin_error",
+            StaleReason::Revalidating => "revalidating",
+        }
+    }
 }
 
 fn register<T: prometheus::core::Collector + Clone + 'static>(registry: &Registry, metric: T) -> T {
@@ -135,17 +184,46 @@ fn register<T: prometheus::core::Collector + Clone + 'static>(registry: &Registr
 impl EdgeMetrics {
     /// Metrics of the edge of `region`, which routes to `regions` regions.
     pub fn new(region: &str, regions: usize) -> Result<Self, prometheus::Error> {
-        let registry = Registry::new_custom(
-            Some("meridian_edge".into()),
-            Some(std::iter::once(("edge_region".to_string(), region.to_string())).collect()),
-        )?;
+        let registry = Registry::new_custom(Some("meridian_edge".into()), None)?;
+        let process = Registry::new();
+        let build_info = register(
+            &process,
+            IntGauge::with_opts(
+                Opts::new(
+                    "meridian_build_info",
+                    "Always 1: the component, region and version of this process",
+                )
+                .const_label("component", "edge")
+                .const_label("region", region)
+                .const_label("version", env!("CARGO_PKG_VERSION")),
+            )?,
+        );
+        build_info.set(1);
+        #[cfg(target_os = "linux")]
+        process.register(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        ))?;
+        let stale_served = register(
+            &registry,
+            IntCounterVec::new(
+                Opts::new(
+                    "stale_served_total",
+                    "Responses served from a stale cached copy, by reason: origin_error \
+                     (stale-if-error) or revalidating (stale-while-revalidate)",
+                ),
+                &["reason"],
+            )?,
+        );
+        for reason in StaleReason::ALL {
+            stale_served.with_label_values(&[reason.as_str()]);
+        }
         Ok(Self {
             requests: Children::new(
                 register(
                     &registry,
                     IntCounterVec::new(
                         Opts::new("requests_total", "Requests answered by the edge"),
-                        &["route", "status", "cache", "region"],
+                        &["route", "status_class", "cache", "upstream_region"],
                     )?,
                 ),
                 ROUTE_CLASSES * STATUS_CLASSES * CACHE_STATUSES * (regions + 1),
@@ -169,7 +247,7 @@ impl EdgeMetrics {
                 &registry,
                 IntGaugeVec::new(
                     Opts::new("origin_healthy", "1 when the origin passes health checks"),
-                    &["region", "origin"],
+                    &["upstream_region", "origin"],
                 )?,
             ),
             purges: register(
@@ -314,46 +392,84 @@ impl EdgeMetrics {
             ),
             cache_evictions: register(
                 &registry,
-                IntGauge::new(
-                    "cache_evicted_objects",
-                    "Objects evicted for capacity since start",
+                prometheus::IntCounter::new(
+                    "cache_evictions_total",
+                    "Objects evicted from the response cache for capacity",
                 )?,
             ),
-            cache_hit_ratio: register(
-                &registry,
-                prometheus::Gauge::new(
-                    "cache_hit_ratio",
-                    "Hits (including stale) over cacheable lookups since start",
-                )?,
-            ),
+            evictions_seen: AtomicU64::new(0),
+            stale_served,
             registry,
+            process,
         })
+    }
+
+    /// Creates at zero the series of every label value this edge can
+    /// count, so that dashboards and rates see 0 rather than nothing before
+    /// the first event.
+    pub fn precreate(&self, known: &KnownLabels<'_>) {
+        for from in &known.upstreams {
+            for to in known.upstreams.iter().filter(|to| *to != from) {
+                self.failovers.with_label_values(&[from, to]);
+            }
+        }
+        for policy in known
+            .policies
+            .iter()
+            .map(String::as_str)
+            .chain(["checkout-budget"])
+        {
+            self.rate_limited.with_label_values(&[policy]);
+        }
+        for source in ["redis", "local"] {
+            for result in ["allowed", "limited"] {
+                self.checkout_budget.with_label_values(&[source, result]);
+            }
+        }
+        for source in ["admin", "redis"] {
+            self.purges.with_label_values(&[source]);
+        }
+        for result in ["admitted", "passed", "queued", "sold_out", "refused"] {
+            self.waiting_room.with_label_values(&[result]);
+        }
+        use crate::bots::BotAction;
+        for action in [
+            BotAction::Allow,
+            BotAction::Verified,
+            BotAction::Throttle,
+            BotAction::Challenge,
+            BotAction::Passed,
+            BotAction::Block,
+        ] {
+            let _ = self.bots.get(action as usize, &[action.as_str()]);
+        }
+    }
+
+    /// Counts a response served stale for `reason`.
+    pub fn served_stale(&self, reason: StaleReason) {
+        self.stale_served
+            .with_label_values(&[reason.as_str()])
+            .inc();
+    }
+
+    /// Brings the evictions counter up to the cache's cumulative count.
+    /// Concurrent renders each add only what no other added before.
+    fn catch_up_evictions(&self, total: u64) {
+        let seen = self.evictions_seen.fetch_max(total, Ordering::AcqRel);
+        if total > seen {
+            self.cache_evictions.inc_by(total - seen);
+        }
     }
 
     /// The text exposition, with cache gauges refreshed from `cache`.
     pub fn render(&self, cache: &EdgeCache) -> String {
         self.cache_items.set(gauge(cache.items()));
         self.cache_bytes.set(gauge(cache.bytes()));
-        self.cache_evictions.set(gauge(cache.evictions()));
-        let count = |status: &str| -> u64 {
-            prometheus::core::Collector::collect(&self.requests.vec)
-                .iter()
-                .flat_map(|family| family.get_metric())
-                .filter(|m| {
-                    m.get_label()
-                        .iter()
-                        .any(|l| l.name() == "cache" && l.value() == status)
-                })
-                .map(|m| m.get_counter().get_value() as u64)
-                .sum()
-        };
-        let hits = count("HIT") + count("STALE");
-        let lookups = hits + count("MISS") + count("EXPIRED");
-        if lookups > 0 {
-            self.cache_hit_ratio.set(hits as f64 / lookups as f64);
-        }
+        self.catch_up_evictions(u64::try_from(cache.evictions()).unwrap_or(u64::MAX));
+        let mut families = self.process.gather();
+        families.extend(self.registry.gather());
         let mut buffer = Vec::new();
-        if let Err(error) = TextEncoder::new().encode(&self.registry.gather(), &mut buffer) {
+        if let Err(error) = TextEncoder::new().encode(&families, &mut buffer) {
             tracing::error!(%error, "metrics encoding failed");
         }
         String::from_utf8(buffer).unwrap_or_default()
@@ -384,6 +500,66 @@ mod tests {
             usize::MAX,
             "index out of its count"
         );
+    }
+
+    #[test]
+    fn the_evictions_counter_follows_the_caches_count_once() {
+        let metrics = EdgeMetrics::new("us-east", 1).unwrap();
+        metrics.catch_up_evictions(5);
+        metrics.catch_up_evictions(5);
+        assert_eq!(metrics.cache_evictions.get(), 5);
+        metrics.catch_up_evictions(3);
+        assert_eq!(metrics.cache_evictions.get(), 5, "never goes back");
+        metrics.catch_up_evictions(9);
+        assert_eq!(metrics.cache_evictions.get(), 9);
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                let metrics = &metrics;
+                move || metrics.catch_up_evictions(20)
+            })
+            .collect();
+        std::thread::scope(|scope| {
+            for thread in threads {
+                scope.spawn(thread);
+            }
+        });
+        assert_eq!(metrics.cache_evictions.get(), 20, "concurrent renders");
+    }
+
+    #[test]
+    fn the_exposition_names_the_build_not_the_region_on_every_series() {
+        let metrics = EdgeMetrics::new("eu-west", 2).unwrap();
+        metrics.served_stale(StaleReason::OriginError);
+        metrics
+            .origin_healthy
+            .with_label_values(&["us-east", "127.0.0.1:1"])
+            .set(1);
+        let mut families = metrics.process.gather();
+        families.extend(metrics.registry.gather());
+        let mut buffer = Vec::new();
+        TextEncoder::new().encode(&families, &mut buffer).unwrap();
+        let text = String::from_utf8(buffer).unwrap();
+        let lines: Vec<&str> = text.lines().filter(|l| !l.starts_with('#')).collect();
+        assert!(lines.contains(&&*format!(
+            "meridian_build_info{{component=\"edge\",region=\"eu-west\",version=\"{}\"}} 1",
+            env!("CARGO_PKG_VERSION")
+        )));
+        assert!(
+            lines.iter().all(|l| l.starts_with("meridian_build_info")
+                || !(l.contains("{region=") || l.contains(",region="))),
+            "no constant region label: {lines:?}"
+        );
+        for line in [
+            "meridian_edge_stale_served_total{reason=\"origin_error\"} 1",
+            "meridian_edge_stale_served_total{reason=\"revalidating\"} 0",
+            "meridian_edge_origin_healthy{origin=\"127.0.0.1:1\",upstream_region=\"us-east\"} 1",
+            "meridian_edge_cache_evictions_total 0",
+        ] {
+            assert!(lines.contains(&line), "{line}: {lines:?}");
+        }
+        #[cfg(target_os = "linux")]
+        assert!(lines.iter().any(|l| l.starts_with("process_open_fds ")));
+        assert!(!text.contains("hit_ratio") && !text.contains("evicted_objects"));
     }
 
     #[test]

@@ -132,6 +132,10 @@ impl EdgeServer {
         ));
 
         let rate_limits = Arc::new(RateLimits::new(&config.limits));
+        metrics.precreate(&crate::metrics::KnownLabels {
+            upstreams: config.upstreams.iter().map(|u| u.name.as_str()).collect(),
+            policies: rate_limits.policies(),
+        });
         let budget = config
             .limits
             .checkout_budget

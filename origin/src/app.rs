@@ -319,6 +319,13 @@ impl Application {
                 config.inventory.sweep_interval,
                 shutdown.clone(),
             ));
+            tasks.spawn(inventory::reconcile::run(
+                db.clone(),
+                metrics.clone(),
+                config.inventory.reconcile_interval,
+                config.inventory.sweep_interval,
+                shutdown.clone(),
+            ));
         }
         if let Some(url) = config.redis_url.clone() {
             let subscriber = invalidation::run_subscriber(
@@ -527,8 +534,10 @@ pub fn internal_routes(state: AppState, max_body_bytes: usize, admin_api: bool) 
 }
 
 /// What both listeners share: problem answers for unknown routes and
-/// methods, request metrics, panics caught.
+/// methods, request metrics, panics caught, and (outermost, so a panic's
+/// 500 is logged too) trace context, request id and access log.
 fn finish(routes: Router<AppState>, state: AppState) -> Router {
+    let region = state.0.health.0.region.clone();
     routes
         .fallback(problem::not_found)
         .method_not_allowed_fallback(problem::method_not_allowed)
@@ -538,6 +547,7 @@ fn finish(routes: Router<AppState>, state: AppState) -> Router {
                 problem::ApiError::Internal("handler panicked".into()).into_response()
             },
         ))
+        .layer(crate::telemetry::RequestTelemetryLayer::new(&region))
         .with_state(state)
 }
 

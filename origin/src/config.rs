@@ -14,6 +14,7 @@ use meridian_topology::shard_map::{ShardMap, ShardMapError};
 use serde::{Deserialize, Serialize};
 
 pub use meridian_config::{HttpUrl, PostgresUrl, RedisUrl, Secret};
+pub use meridian_telemetry::TelemetryConfig;
 
 /// Everything one origin process needs.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -74,14 +75,19 @@ pub struct OriginConfig {
     /// shoppers or run workers, so their pods answer no admin request.
     #[serde(default = "defaults::on")]
     pub admin_api: bool,
-    /// Run the background workers: the reservation sweeper, the checkout
-    /// recovery worker and the flash-claim workers. Each is safe to run in
-    /// any number of processes (`FOR UPDATE SKIP LOCKED`, a Redis consumer
-    /// group), so none is a singleton; a deployment runs them in a role of
+    /// Run the background workers: the reservation sweeper, the inventory
+    /// reconciliation, the checkout recovery worker and the flash-claim
+    /// workers. Each is safe to run in any number of processes (`FOR
+    /// UPDATE SKIP LOCKED`, a read-only check, a Redis consumer group), so
+    /// none is a singleton; a deployment runs them in a role of
     /// their own. The invalidation tailer, the mode watcher and the lag
     /// probe always run: every process needs them.
     #[serde(default = "defaults::on")]
     pub background_workers: bool,
+    /// Log format and trace export (OTLP/HTTP; off unless an endpoint is
+    /// set): `[telemetry]`, see `meridian_telemetry::TelemetryConfig`.
+    #[serde(default)]
+    pub telemetry: TelemetryConfig,
 }
 
 /// Operating modes (`/v1/admin/modes`).
@@ -290,6 +296,10 @@ pub struct InventoryConfig {
     /// Most reservation requests applied in one transaction.
     #[serde(default = "defaults::reservation_batch")]
     pub max_batch: usize,
+    /// How often the background workers reconcile the stock counters with
+    /// the reservation rows (`inventory::reconcile`).
+    #[serde(with = "humantime_serde", default = "defaults::reconcile_interval")]
+    pub reconcile_interval: Duration,
 }
 
 impl Default for InventoryConfig {
@@ -298,6 +308,7 @@ impl Default for InventoryConfig {
             reservation_ttl: defaults::reservation_ttl(),
             sweep_interval: defaults::sweep_interval(),
             max_batch: defaults::reservation_batch(),
+            reconcile_interval: defaults::reconcile_interval(),
         }
     }
 }
@@ -496,6 +507,9 @@ mod defaults {
     pub fn sweep_interval() -> Duration {
         Duration::from_secs(1)
     }
+    pub fn reconcile_interval() -> Duration {
+        Duration::from_secs(60)
+    }
     pub fn reservation_batch() -> usize {
         256
     }
@@ -598,6 +612,9 @@ impl OriginConfig {
         if self.region.is_empty() {
             return invalid("region", "must not be empty");
         }
+        if let Err(broken) = self.telemetry.validate() {
+            return invalid(broken.field, broken.problem);
+        }
         if self.internal_listen == self.listen && self.listen.port() != 0 {
             return invalid(
                 "internal_listen",
@@ -696,6 +713,11 @@ impl OriginConfig {
         }
         if self.inventory.sweep_interval.is_zero() {
             return invalid("inventory.sweep_interval", "must be greater than zero");
+        }
+        if !(Duration::from_millis(10)..=Duration::from_secs(86_400))
+            .contains(&self.inventory.reconcile_interval)
+        {
+            return invalid("inventory.reconcile_interval", "must be from 10ms to 1 day");
         }
         if !(1..=10_000).contains(&self.inventory.max_batch) {
             return invalid("inventory.max_batch", "must be between 1 and 10000");

@@ -26,6 +26,9 @@
 //! - [`invalidation`]: tailing the invalidation log and the Redis channel.
 //! - [`auth`]: admin bearer tokens and their scopes.
 //! - [`metrics`]: the Prometheus registry and HTTP middleware.
+//! - [`telemetry`]: per request, the W3C trace context (continued or
+//!   started, handed on to the payment providers), the server span,
+//!   `X-Request-Id` and the access-log line.
 //! - [`problem`]: RFC 9457 errors and rejection-mapping extractors.
 //! - [`openapi`]: the API contract generated from the handlers' types.
 //!
@@ -54,6 +57,7 @@ pub mod orders;
 pub mod payments;
 pub mod problem;
 pub mod serve;
+pub mod telemetry;
 
 pub use app::Application;
 pub use config::OriginConfig;

@@ -3,7 +3,12 @@
 //! families, and the HTTP middleware that records requests.
 //!
 //! Names start with `meridian_`; labels are bounded (route template, status
-//! class, tier, pool, replica name) — never ids or raw paths.
+//! class, tier, pool, replica name) — never ids or raw paths. The registry
+//! carries no constant labels: the scraper's `job`/`instance` name the
+//! process, and `meridian_build_info{component, region, version}` says
+//! which region and build it is (rules join it `on (job, instance)`).
+//! Process metrics (`process_cpu_seconds_total`, `process_open_fds`, ...)
+//! come from the prometheus crate's process collector.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -15,14 +20,48 @@ use axum::extract::{MatchedPath, Request};
 use axum::http::Method;
 use axum::response::Response;
 use prometheus::{
-    Encoder, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
-    IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
+    IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 use tower::{Layer, Service};
+
+use crate::orders::OrderState;
 
 /// Latency buckets around the SLOs (5 ms … 200 ms … 2 s), plus sub-ms for cache hits.
 const LATENCY_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0,
+];
+
+/// Buckets of `meridian_order_processing_seconds`: from a checkout settled
+/// within its request to one the recovery worker finishes minutes later.
+const ORDER_PROCESSING_BUCKETS: &[f64] = &[
+    0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0,
+];
+
+/// `event` values of `meridian_reservations_total`, exported from start.
+const RESERVATION_EVENTS: [&str; 5] = ["created", "rejected", "committed", "released", "expired"];
+
+/// `outcome` values of `meridian_checkouts_total`, exported from start.
+const CHECKOUT_OUTCOMES: [&str; 8] = [
+    "captured",
+    "confirmed",
+    "declined",
+    "out_of_stock",
+    "price_changed",
+    "payment_unavailable",
+    "replayed",
+    "error",
+];
+
+/// `result` values of `meridian_order_transitions_total`.
+pub const TRANSITION_RESULTS: [&str; 2] = ["applied", "refused"];
+
+/// `outcome` values of `meridian_order_processing_seconds` exported from
+/// start: the settled states the checkout saga moves an order into.
+const PROCESSING_OUTCOMES: [OrderState; 3] = [
+    OrderState::Captured,
+    OrderState::PaymentFailed,
+    OrderState::Cancelled,
 ];
 
 /// The origin's metric families; cheap to clone (one `Arc`), since the
@@ -65,14 +104,44 @@ pub struct MetricFamilies {
     pub mode_propagation: Histogram,
     pub modes_stale: IntGauge,
     pub queue_depth: IntGaugeVec,
+    /// Labels `pool` (primary, replica) and `purpose` (request,
+    /// background): one observation per query or transaction run through
+    /// [`crate::db::DbRouter`] (see there for what one covers).
+    pub db_query_duration: HistogramVec,
+    /// Labels `to` (the state an order-row step ends in) and `result`
+    /// (applied, refused).
+    pub order_transitions: IntCounterVec,
+    /// Label `outcome` (the settled state): from the order's creation to
+    /// the step that settled it.
+    pub order_processing: HistogramVec,
+    /// Label `result` (match, mismatch): one per SKU per reconciliation run.
+    pub reconciliation_checks: IntCounterVec,
+    pub oversold_units: IntGauge,
+    pub reservations_overdue: IntGauge,
+    /// The configured `database.lag_tolerance`, in seconds.
+    pub replica_lag_tolerance: Gauge,
 }
 
 impl Metrics {
+    /// The metrics of an origin of `region` (named only in
+    /// `meridian_build_info`).
     pub fn new(region: &str) -> Result<Self, prometheus::Error> {
-        let registry = Registry::new_custom(
-            None,
-            Some(std::iter::once(("region".to_string(), region.to_string())).collect()),
+        let registry = Registry::new();
+        let build_info = IntGauge::with_opts(
+            Opts::new(
+                "meridian_build_info",
+                "Always 1: the component, region and version of this process",
+            )
+            .const_label("component", "origin")
+            .const_label("region", region)
+            .const_label("version", env!("CARGO_PKG_VERSION")),
         )?;
+        build_info.set(1);
+        registry.register(Box::new(build_info))?;
+        #[cfg(target_os = "linux")]
+        registry.register(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        ))?;
         let http_requests = IntCounterVec::new(
             Opts::new(
                 "meridian_http_requests_total",
@@ -263,6 +332,94 @@ impl Metrics {
         for queue in ["reservations", "flash_claims"] {
             queue_depth.with_label_values(&[queue]).set(0);
         }
+        // Every bounded label value at zero, so rates read 0 before the
+        // first event rather than nothing.
+        for source in ["log", "pubsub"] {
+            invalidations.with_label_values(&[source]);
+        }
+        for result in ["resumed", "compensated", "retry"] {
+            saga_recoveries.with_label_values(&[result]);
+        }
+        for result in ["won", "sold_out", "limit", "closed", "unknown", "error"] {
+            flash_claims.with_label_values(&[result]);
+        }
+        for result in ["reserved", "failed"] {
+            flash_processed.with_label_values(&[result]);
+        }
+        let db_query_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "meridian_db_query_duration_seconds",
+                "Catalog database work through the router: a read (connection acquired, \
+                 its queries run) on one server, or a write transaction from begin to commit \
+                 or rollback",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+            &["pool", "purpose"],
+        )?;
+        for pool in ["primary", "replica"] {
+            for purpose in ["request", "background"] {
+                db_query_duration.with_label_values(&[pool, purpose]);
+            }
+        }
+        let order_transitions = IntCounterVec::new(
+            Opts::new(
+                "meridian_order_transitions_total",
+                "Order state-machine steps by the state they end in (to) and result: applied, \
+                 or refused by the shard (an illegal hop, or the order had moved on)",
+            ),
+            &["to", "result"],
+        )?;
+        for to in OrderState::ALL
+            .into_iter()
+            .filter(|s| *s != OrderState::Pending)
+        {
+            for result in TRANSITION_RESULTS {
+                order_transitions.with_label_values(&[to.as_str(), result]);
+            }
+        }
+        let order_processing = HistogramVec::new(
+            HistogramOpts::new(
+                "meridian_order_processing_seconds",
+                "Time from an order's creation (pending) to the step that settled it, \
+                 by the settled state (outcome)",
+            )
+            .buckets(ORDER_PROCESSING_BUCKETS.to_vec()),
+            &["outcome"],
+        )?;
+        for outcome in PROCESSING_OUTCOMES {
+            order_processing.with_label_values(&[outcome.as_str()]);
+        }
+        let reconciliation_checks = IntCounterVec::new(
+            Opts::new(
+                "meridian_inventory_reconciliation_checks_total",
+                "SKUs checked by the inventory reconciliation: match when the reserved and \
+                 sold counters equal the held and committed reservation lines, else mismatch",
+            ),
+            &["result"],
+        )?;
+        for result in ["match", "mismatch"] {
+            reconciliation_checks.with_label_values(&[result]);
+        }
+        let oversold_units = IntGauge::new(
+            "meridian_inventory_oversold_units",
+            "Units the committed reservations sold beyond each SKU's stock (on_hand + sold), \
+             summed over SKUs, at the last reconciliation; expected 0",
+        )?;
+        let reservations_overdue = IntGauge::new(
+            "meridian_reservations_overdue",
+            "Held reservations past their expiry by more than one sweep interval at the last \
+             reconciliation: stock locked that the sweeper did not release",
+        )?;
+        let replica_lag_tolerance = Gauge::new(
+            "meridian_replica_lag_tolerance_seconds",
+            "The configured replica lag tolerance: a replica further behind is not read",
+        )?;
+        for event in RESERVATION_EVENTS {
+            reservations.with_label_values(&[event]);
+        }
+        for outcome in CHECKOUT_OUTCOMES {
+            checkouts.with_label_values(&[outcome]);
+        }
         for metric in [
             Box::new(queue_depth.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(mode.clone()),
@@ -279,6 +436,13 @@ impl Metrics {
             Box::new(checkouts.clone()),
             Box::new(checkout_duration.clone()),
             Box::new(saga_recoveries.clone()),
+            Box::new(db_query_duration.clone()),
+            Box::new(order_transitions.clone()),
+            Box::new(order_processing.clone()),
+            Box::new(reconciliation_checks.clone()),
+            Box::new(oversold_units.clone()),
+            Box::new(reservations_overdue.clone()),
+            Box::new(replica_lag_tolerance.clone()),
         ] {
             registry.register(metric)?;
         }
@@ -321,6 +485,13 @@ impl Metrics {
             mode_propagation,
             modes_stale,
             queue_depth,
+            db_query_duration,
+            order_transitions,
+            order_processing,
+            reconciliation_checks,
+            oversold_units,
+            reservations_overdue,
+            replica_lag_tolerance,
         })))
     }
 
@@ -444,5 +615,114 @@ fn method_label(method: &Method) -> &'static str {
         Method::DELETE => "DELETE",
         Method::OPTIONS => "OPTIONS",
         _ => "other",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The series lines of `name` in an exposition (no comments).
+    fn series<'a>(text: &'a str, name: &str) -> Vec<&'a str> {
+        text.lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter(|l| {
+                l.strip_prefix(name)
+                    .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_exposition_names_the_build_not_the_region_on_every_series() {
+        let metrics = Metrics::new("eu-west").unwrap();
+        metrics
+            .http_requests
+            .with_label_values(&["/x", "GET", "2xx"])
+            .inc();
+        let text = metrics.render();
+        assert_eq!(
+            series(&text, "meridian_build_info"),
+            [format!(
+                "meridian_build_info{{component=\"origin\",region=\"eu-west\",version=\"{}\"}} 1",
+                env!("CARGO_PKG_VERSION")
+            )]
+        );
+        assert!(
+            !text.lines().any(|l| !l.starts_with("meridian_build_info")
+                && (l.contains("{region=") || l.contains(",region="))),
+            "no constant region label:\n{text}"
+        );
+        #[cfg(target_os = "linux")]
+        for process in [
+            "process_cpu_seconds_total",
+            "process_resident_memory_bytes",
+            "process_open_fds",
+        ] {
+            assert_eq!(series(&text, process).len(), 1, "{process}:\n{text}");
+        }
+    }
+
+    #[test]
+    fn the_series_rates_are_taken_of_exist_at_zero_from_start() {
+        let text = Metrics::new("us-east").unwrap().render();
+        for (name, label) in [
+            (
+                "meridian_order_transitions_total",
+                "result=\"refused\",to=\"captured\"",
+            ),
+            (
+                "meridian_order_transitions_total",
+                "result=\"applied\",to=\"cancelled\"",
+            ),
+            (
+                "meridian_inventory_reconciliation_checks_total",
+                "result=\"mismatch\"",
+            ),
+            (
+                "meridian_inventory_reconciliation_checks_total",
+                "result=\"match\"",
+            ),
+            ("meridian_reservations_total", "event=\"expired\""),
+            ("meridian_checkouts_total", "outcome=\"declined\""),
+            (
+                "meridian_order_processing_seconds_count",
+                "outcome=\"captured\"",
+            ),
+            (
+                "meridian_db_query_duration_seconds_count",
+                "pool=\"replica\",purpose=\"background\"",
+            ),
+        ] {
+            let lines = series(&text, name);
+            assert!(
+                lines.iter().any(|l| l.contains(label) && l.ends_with(" 0")),
+                "{name}{{{label}}} at 0:\n{lines:?}"
+            );
+        }
+        assert!(
+            !text.contains("to=\"pending\""),
+            "no order moves back to pending"
+        );
+        for gauge in [
+            "meridian_inventory_oversold_units",
+            "meridian_reservations_overdue",
+            "meridian_replica_lag_tolerance_seconds",
+        ] {
+            assert_eq!(series(&text, gauge), [format!("{gauge} 0")]);
+        }
+    }
+
+    #[test]
+    fn database_latency_buckets_hold_the_slo_bounds() {
+        let text = Metrics::new("us-east").unwrap().render();
+        for le in ["0.05", "0.1"] {
+            assert!(
+                text.contains(&format!(
+                    "meridian_db_query_duration_seconds_bucket{{pool=\"primary\",purpose=\"request\",le=\"{le}\"}} 0"
+                )),
+                "le={le}"
+            );
+        }
     }
 }

@@ -305,7 +305,10 @@ wait_for() {
 
 start_edge() {
   local name="$1"
-  start_server "$name" taskset -c 0 "$edge_bin" edge --config "$work/edge.toml"
+  # No access log, like the peers (`access_log off`): the cache path is
+  # compared like for like.
+  start_server "$name" env MERIDIAN_LOG=info,meridian::access=off \
+    taskset -c 0 "$edge_bin" edge --config "$work/edge.toml"
   wait_for "http://127.0.0.1:$edge_admin_port/readyz"
 }
 
@@ -529,21 +532,27 @@ print_table() {
   }'
 }
 
-# The edge's view after the load: cache gauges and requests by cache status.
+# The edge's view after the load: cache gauges, evictions, requests by
+# cache status and the hit ratio they give (HIT and STALE over look-ups).
 print_edge_metrics() {
   local metrics
   metrics="$(curl -s --max-time 5 "http://127.0.0.1:$edge_admin_port/metrics" || true)"
   printf '\nedge metrics after the benchmark:\n'
   awk '
-    /^meridian_edge_cache_(objects|bytes|evicted_objects|hit_ratio)[{ ]/ {
+    /^meridian_edge_cache_(objects|bytes|evictions_total)[{ ]/ {
       name = $1; sub(/\{.*/, "", name); printf "  %-40s %s\n", name, $2
     }
     /^meridian_edge_requests_total\{/ {
       match($1, /cache="[^"]*"/); c = substr($1, RSTART + 7, RLENGTH - 8)
-      match($1, /status="[^"]*"/); s = substr($1, RSTART + 8, RLENGTH - 9)
-      n[c " status=" s] += $2
+      match($1, /status_class="[^"]*"/); s = substr($1, RSTART + 14, RLENGTH - 15)
+      n[c " status_class=" s] += $2
+      if (c == "HIT" || c == "STALE") hits += $2
+      if (c == "HIT" || c == "STALE" || c == "MISS" || c == "EXPIRED") lookups += $2
     }
-    END { for (k in n) printf "  requests cache=%-22s %d\n", k, n[k] }
+    END {
+      for (k in n) printf "  requests cache=%-28s %d\n", k, n[k]
+      if (lookups > 0) printf "  %-40s %.4f\n", "cache hit ratio", hits / lookups
+    }
   ' <<<"$metrics"
 }
 

@@ -38,10 +38,11 @@ use crate::cache::key::cache_key;
 use crate::cache::{policy, storage};
 use crate::geo::{Geo, GeoSource};
 use crate::identity::{Identity, Shopper};
-use crate::metrics::{self, EdgeMetrics};
+use crate::metrics::{self, EdgeMetrics, StaleReason};
 use crate::modes::EdgeModes;
 use crate::rate_limiting::RateLimits;
 use crate::rate_limiting::budget::CheckoutBudget;
+use crate::telemetry::{Outcome, Phase, RequestTelemetry};
 use crate::waiting_room::{SOLD_OUT_HEADER, Verdict, WaitingRoom, room_of};
 use meridian_contracts::modes::Feature;
 use meridian_contracts::modes::Mode;
@@ -100,6 +101,8 @@ pub struct RequestCtx {
     set_cookie: Option<String>,
     /// The signed-in shopper's user id (personal routes only).
     user: Option<String>,
+    /// Trace context, phase spans, request id, access log.
+    telemetry: RequestTelemetry,
 }
 
 /// A response the edge gives by itself instead of proxying.
@@ -375,7 +378,10 @@ impl EdgeProxy {
         }
         let key = cache_key(&ctx.host, &ctx.path_and_query, self.cache.key_secret);
         let id = storage::entry_id(&key);
-        let Some(object) = self.cache.storage.fresh_plain(&id, SystemTime::now()) else {
+        let lookup = ctx.telemetry.span(Phase::CacheLookup);
+        let found = self.cache.storage.fresh_plain(&id, SystemTime::now());
+        drop(lookup);
+        let Some(object) = found else {
             ctx.cache_key = Some(key);
             return Ok(false);
         };
@@ -391,6 +397,7 @@ impl EdgeProxy {
             CacheStatus::Hit,
             self.key_debug(ctx).as_deref(),
         )?;
+        ctx.telemetry.echo(&mut header)?;
         ctx.fast_hit = true;
         session.write_response_header(header, false).await?;
         session.write_response_body(Some(object.body), true).await?;
@@ -421,10 +428,12 @@ impl ProxyHttp for EdgeProxy {
             room: None,
             set_cookie: None,
             user: None,
+            telemetry: RequestTelemetry::default(),
         }
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Self::CTX) -> Result<bool> {
+        ctx.telemetry.start(session.req_header_mut(), &self.region);
         // Geolocate before the filters strip forwarding headers.
         let client_ip = self.locate(session, ctx);
         let raw = session
@@ -498,6 +507,7 @@ impl ProxyHttp for EdgeProxy {
         if !self.cache_eligible(session.req_header(), ctx) {
             return Ok(());
         }
+        ctx.telemetry.phase(Phase::CacheLookup);
         session.cache.enable(
             self.cache.storage,
             Some(self.cache.eviction),
@@ -528,6 +538,7 @@ impl ProxyHttp for EdgeProxy {
     ) -> Result<Option<ForcedFreshness>> {
         // A request with credentials is never answered from the shared
         // cache; its response may still be stored if the origin says so.
+        ctx.telemetry.end_phase();
         Ok(ctx.credentialed.then_some(ForcedFreshness::ForceMiss))
     }
 
@@ -564,6 +575,10 @@ impl ProxyHttp for EdgeProxy {
         policy::variance(meta, request, &self.cache.config.bypass_request_headers)
     }
 
+    /// Pingora serves the stale copy whenever this says yes (and asks
+    /// once per request that ends up doing so), so the yes is counted
+    /// here; a background refresh's own stale-if-error serves no one and
+    /// is not counted.
     fn should_serve_stale(
         &self,
         session: &mut Session,
@@ -572,15 +587,23 @@ impl ProxyHttp for EdgeProxy {
     ) -> bool {
         let mode = self.modes.mode();
         let meta = session.cache.maybe_cache_meta();
-        match error {
+        let (serve, reason) = match error {
             // stale-while-revalidate: the origin allowed it (or degraded).
-            None => ModeRules::may_serve_stale(mode, meta, false),
+            None => (
+                ModeRules::may_serve_stale(mode, meta, false),
+                StaleReason::Revalidating,
+            ),
             // stale-if-error: the origin failed, timed out or answered 5xx.
-            Some(error) => {
+            Some(error) => (
                 error.esource() == &ErrorSource::Upstream
-                    && ModeRules::may_serve_stale(mode, meta, true)
-            }
+                    && ModeRules::may_serve_stale(mode, meta, true),
+                StaleReason::OriginError,
+            ),
+        };
+        if serve && session.subrequest_ctx.is_none() {
+            self.metrics.served_stale(reason);
         }
+        serve
     }
 
     async fn upstream_peer(
@@ -588,6 +611,8 @@ impl ProxyHttp for EdgeProxy {
         _session: &mut Session,
         ctx: &mut Self::CTX,
     ) -> Result<Box<HttpPeer>> {
+        // One span per attempt: the origin's span is its child.
+        ctx.telemetry.phase(Phase::Upstream);
         self.router.peer(&mut ctx.routing, &self.metrics)
     }
 
@@ -631,8 +656,9 @@ impl ProxyHttp for EdgeProxy {
         &self,
         session: &mut Session,
         upstream: &mut RequestHeader,
-        _ctx: &mut Self::CTX,
+        ctx: &mut Self::CTX,
     ) -> Result<()> {
+        ctx.telemetry.upstream_headers(upstream)?;
         if let Some(addr) = session.client_addr().and_then(|a| a.as_inet()) {
             upstream.insert_header("x-forwarded-for", addr.ip().to_string())?;
         }
@@ -656,6 +682,8 @@ impl ProxyHttp for EdgeProxy {
         response: &mut ResponseHeader,
         ctx: &mut Self::CTX,
     ) -> Result<()> {
+        ctx.telemetry.phase(Phase::Response);
+        ctx.telemetry.echo(response)?;
         let status = CacheStatus::of(session);
         if let Some(cookie) = ctx.set_cookie.take() {
             response.append_header(http::header::SET_COOKIE, cookie)?;
@@ -756,5 +784,16 @@ impl ProxyHttp for EdgeProxy {
                 &[ctx.route.as_str(), cache.as_str()],
             )
             .observe(ctx.started.elapsed().as_secs_f64());
+        // A request refused before the request filter gets its ids here.
+        ctx.telemetry.start(session.req_header_mut(), &self.region);
+        let outcome = Outcome {
+            route: ctx.route.as_str(),
+            status,
+            cache: cache.as_str(),
+            served_by: region,
+            duration: ctx.started.elapsed(),
+        };
+        ctx.telemetry
+            .finish(&session.req_header().method, &self.region, outcome);
     }
 }

@@ -4,6 +4,7 @@
 
 use bytes::Bytes;
 use meridian_contracts::problem::{self, Problem};
+use meridian_telemetry::request_id;
 use pingora::Result;
 use pingora::cache::CachePhase;
 use pingora::http::ResponseHeader;
@@ -83,7 +84,7 @@ pub fn wants_html(request: &pingora::http::RequestHeader) -> bool {
 }
 
 /// Writes a response the edge makes by itself (never stored, `X-Cache:
-/// BYPASS`, `Age: 0`), with `extra` headers.
+/// BYPASS`, `Age: 0`, the request's `X-Request-Id`), with `extra` headers.
 pub async fn respond_local(
     session: &mut Session,
     status: u16,
@@ -99,6 +100,10 @@ pub async fn respond_local(
     header.insert_header(http::header::AGE, "0")?;
     for (name, value) in extra {
         header.insert_header(*name, value.as_str())?;
+    }
+    // The request filter settled the request id first thing.
+    if let Some(id) = session.req_header().headers.get(request_id::X_REQUEST_ID) {
+        header.insert_header(request_id::HEADER, id.clone())?;
     }
     session
         .write_response_header(Box::new(header), false)

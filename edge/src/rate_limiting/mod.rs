@@ -158,6 +158,22 @@ impl RateLimits {
         }
     }
 
+    /// Every policy name a refusal can carry (the label values of
+    /// `meridian_edge_rate_limited_total`), the checkout budget's excepted.
+    pub fn policies(&self) -> Vec<String> {
+        self.classes
+            .values()
+            .flat_map(|b| {
+                [
+                    b.per_ip.as_ref().map(|x| x.name.clone()),
+                    b.per_user.as_ref().map(|x| x.name.clone()),
+                    b.throttled_ip.as_ref().map(|x| x.name.clone()),
+                ]
+            })
+            .flatten()
+            .collect()
+    }
+
     /// Takes a token from every bucket that applies; the first empty one
     /// refuses the request. `throttled` clients use the tighter IP bucket.
     pub fn check(

@@ -1,6 +1,19 @@
 {{/*
+The `telemetry` section both configs share: JSON log lines, the sampling
+ratio, and the OTLP endpoint when one is set (traces are off without).
+*/}}
+{{- define "meridian.telemetry" -}}
+{{- $telemetry := dict "log_format" "json" "sample_ratio" .Values.telemetry.sampleRatio }}
+{{- with .Values.telemetry.otlpEndpoint }}
+{{- $_ := set $telemetry "otlp_endpoint" . }}
+{{- end }}
+{{- $telemetry | mustToJson }}
+{{- end }}
+
+{{/*
 The edge's config (edge/src/config.rs), as JSON: the keys the chart owns
-(listeners, region, upstreams, secrets as `<field>_file`, the drain),
+(listeners, region, upstreams, secrets as `<field>_file`, the drain,
+`telemetry`'s log format, sampling and endpoint),
 merged over `edge.config`. The binary validates it at start and the tests
 run `meridian edge --check-config` on it.
 */}}
@@ -31,7 +44,8 @@ run `meridian edge --check-config` on it.
     "identity" (dict "hs256_secret_file" (printf "%s/%s" $secrets $v.secrets.keys.shopperTokenSecret))
     "modes" (dict "state_path" "/var/lib/meridian/edge-modes.json")
     "drain_delay" (printf "%ds" (int $v.edge.drain.delaySeconds))
-    "grace_period_seconds" (int $v.edge.drain.inflightSeconds) }}
+    "grace_period_seconds" (int $v.edge.drain.inflightSeconds)
+    "telemetry" (include "meridian.telemetry" . | fromJson) }}
 {{- if $v.edge.tls.enabled }}
 {{- $_ := set $owned "tls" (dict "listen" "0.0.0.0:8443" "cert" "/etc/meridian/tls/tls.crt" "key" "/etc/meridian/tls/tls.key") }}
 {{- end }}
@@ -80,7 +94,8 @@ chart owns merged over `origin.config`. Call with (dict "root" $ "role"
         "guest_cookie_secret_file" (printf "%s/%s" $secrets $v.secrets.keys.guestCookieSecret))
     "modes" (dict "regions" $regions)
     "admin_api" (eq .role "admin")
-    "background_workers" (eq .role "workers") }}
+    "background_workers" (eq .role "workers")
+    "telemetry" (include "meridian.telemetry" .root | fromJson) }}
 {{- if $v.orders.shards }}
 {{- $shards := list }}
 {{- range $v.orders.shards }}

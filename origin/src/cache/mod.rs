@@ -7,6 +7,8 @@
 //!   serves the bytes as they are; "not found" is cached too, briefly.
 //! - Invalidation ([`TieredCache::invalidate`]) drops L1 and L2 entries; an
 //!   epoch counter makes sure a load that raced an invalidation is not kept.
+//! - Traces (when exported): a span per tier asked (`cache.l1`, `cache.l2`,
+//!   with the result) and `cache.load` around a miss's L2 and loader.
 
 pub mod l2;
 
@@ -18,6 +20,7 @@ use std::time::{Duration, Instant};
 use axum::http::HeaderValue;
 use bytes::{BufMut, Bytes, BytesMut};
 use moka::Expiry;
+use tracing::Instrument;
 
 use crate::config::CacheConfig;
 use crate::metrics::Metrics;
@@ -142,6 +145,17 @@ impl CacheEntry {
     }
 }
 
+/// A span for one step of a look-up (`cache.l1`, `cache.l2`,
+/// `cache.load`), recorded only while traces are exported.
+fn tier_span(name: &'static str) -> tracing::Span {
+    tracing::info_span!(
+        target: meridian_telemetry::SPAN_TARGET,
+        "cache",
+        otel.name = name,
+        meridian.cache.result = tracing::field::Empty,
+    )
+}
+
 /// A header value from text we produced (ASCII); empty if it is not valid.
 pub fn header_value(text: &str) -> HeaderValue {
     HeaderValue::from_str(text).unwrap_or(HeaderValue::from_static(""))
@@ -219,16 +233,19 @@ impl TieredCache {
         E: Send + Sync + 'static,
     {
         let l1_enabled = self.config.l1_max_bytes > 0;
-        if l1_enabled && let Some(entry) = self.l1.get(key).await {
-            self.count(
-                "l1",
-                if entry.body().is_some() {
+        if l1_enabled {
+            let span = tier_span("cache.l1");
+            if let Some(entry) = self.l1.get(key).await {
+                let result = if entry.body().is_some() {
                     "hit"
                 } else {
                     "negative_hit"
-                },
-            );
-            return Ok((entry, Tier::L1));
+                };
+                span.record("meridian.cache.result", result);
+                self.count("l1", result);
+                return Ok((entry, Tier::L1));
+            }
+            span.record("meridian.cache.result", "miss");
         }
         // The miss path is large and rare: boxed, so the hit path's future
         // stays small.
@@ -254,18 +271,22 @@ impl TieredCache {
         let init = async move {
             self.count("l1", "miss");
             if let Some(l2) = &self.l2 {
-                match l2.get(key).await {
-                    L2Get::Hit(raw) => {
-                        if let Some(entry) = CacheEntry::decode(raw) {
+                let span = tier_span("cache.l2");
+                let result = match l2.get(key).await {
+                    L2Get::Hit(raw) => match CacheEntry::decode(raw) {
+                        Some(entry) => {
+                            span.record("meridian.cache.result", "hit");
                             self.count("l2", "hit");
                             *tier_ref = Tier::L2;
                             return Ok(entry.with_ttl(ttl));
                         }
-                        self.count("l2", "error");
-                    }
-                    L2Get::Miss => self.count("l2", "miss"),
-                    L2Get::Unavailable => self.count("l2", "skipped"),
-                }
+                        None => "error",
+                    },
+                    L2Get::Miss => "miss",
+                    L2Get::Unavailable => "skipped",
+                };
+                span.record("meridian.cache.result", result);
+                self.count("l2", result);
             }
             let entry = match load().await? {
                 Some(loaded) => CacheEntry::found(loaded.body, loaded.tags).with_ttl(ttl),
@@ -284,7 +305,13 @@ impl TieredCache {
             }
             Ok(entry)
         };
-        let result = self.l1.entry_by_ref(key).or_try_insert_with(init).await?;
+        // The load's own spans (L2, the database) are children of this one.
+        let load_span = tier_span("cache.load");
+        let result = self
+            .l1
+            .entry_by_ref(key)
+            .or_try_insert_with(init.instrument(load_span))
+            .await?;
         let fresh = result.is_fresh();
         let entry = result.into_value();
         if !fresh {

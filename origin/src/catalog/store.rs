@@ -2,13 +2,11 @@
 //! `origin/.sqlx/`). Reads take a [`ReadConn`] (replica or read-only
 //! primary); writes take a transaction from [`WriteDb`](crate::db::WriteDb).
 
-use sqlx::{Postgres, Transaction};
-
 use super::model::{
     CategoryView, CurrencyCode, Money, NewProduct, PriceView, ProductSummary, ProductView,
     VariantView,
 };
-use crate::db::ReadConn;
+use crate::db::{ReadConn, WriteTx};
 
 /// Advisory lock key that orders invalidation-log inserts by commit.
 const INVALIDATION_LOCK: i64 = 0x6d65_7269_6469_616e; // "meridian"
@@ -167,10 +165,7 @@ pub async fn fx_rates(conn: &ReadConn) -> Result<Vec<(String, i64)>, sqlx::Error
 }
 
 /// Inserts a product and its variants; returns the new id.
-pub async fn insert_product(
-    tx: &mut Transaction<'static, Postgres>,
-    product: &NewProduct,
-) -> Result<i64, sqlx::Error> {
+pub async fn insert_product(tx: &mut WriteTx, product: &NewProduct) -> Result<i64, sqlx::Error> {
     let id = sqlx::query_scalar!(
         r#"
         insert into products (sku, name, brand, category, description, price_minor, currency)
@@ -210,7 +205,7 @@ pub enum Updated {
 /// Replaces product `id`, if it is at `expected_version` (when given; the
 /// row is locked, so the check and the write cannot be raced).
 pub async fn update_product(
-    tx: &mut Transaction<'static, Postgres>,
+    tx: &mut WriteTx,
     id: i64,
     product: &NewProduct,
     expected_version: Option<i64>,
@@ -258,7 +253,7 @@ pub async fn update_product(
 }
 
 async fn insert_variants(
-    tx: &mut Transaction<'static, Postgres>,
+    tx: &mut WriteTx,
     id: i64,
     product: &NewProduct,
 ) -> Result<(), sqlx::Error> {
@@ -293,10 +288,7 @@ async fn insert_variants(
 
 /// Appends cache keys to the invalidation log, in commit order (see
 /// [`INVALIDATION_LOCK`]); call last, right before commit.
-pub async fn log_invalidation(
-    tx: &mut Transaction<'static, Postgres>,
-    keys: &[String],
-) -> Result<(), sqlx::Error> {
+pub async fn log_invalidation(tx: &mut WriteTx, keys: &[String]) -> Result<(), sqlx::Error> {
     sqlx::query!("select pg_advisory_xact_lock($1)", INVALIDATION_LOCK)
         .execute(&mut **tx)
         .await?;

@@ -215,7 +215,10 @@ pub async fn checkout(
     // shopper is told where the order stands instead of waiting.
     let task = {
         let (state, user, key, hash) = (state.clone(), user.clone(), key.clone(), hash.clone());
-        tokio::spawn(async move { place(&state, &user, &key, &hash, &request, started).await })
+        // In the request's trace: its spans and payment calls belong to it.
+        tokio::spawn(meridian_telemetry::in_current_trace(async move {
+            place(&state, &user, &key, &hash, &request, started).await
+        }))
     };
     match tokio::time::timeout(state.config.deadline, task).await {
         Ok(Ok(answer)) => answer,

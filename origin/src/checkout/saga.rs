@@ -28,7 +28,7 @@ use axum::http::StatusCode;
 use serde_json::Value;
 
 use super::outcome::{Outcome, Recovered, RecoveryError};
-use super::store::{self, Patch};
+use super::store::{self, Patch, Transition};
 use crate::inventory::{Inventory, InventoryError, Line, ReservationState, ReserveRequest};
 use crate::metrics::Metrics;
 use crate::orders::model::{Order, OrderId, OrderState};
@@ -257,7 +257,7 @@ impl Saga {
                     unknown_psps: Some(unknown.clone()),
                     ..Patch::default()
                 };
-                match store::advance(&shard.pool, &order.id, from, &path, &patch).await {
+                match self.advance(shard, &order, from, &path, &patch).await {
                     Ok(true) => {}
                     Ok(false) => {
                         return Progress::Pending(unavailable(
@@ -325,8 +325,7 @@ impl Saga {
                     unknown_psps: Some(unknown),
                     ..Patch::default()
                 };
-                if let Err(error) = store::advance(&shard.pool, &order.id, from, via, &patch).await
-                {
+                if let Err(error) = self.advance(shard, &order, from, via, &patch).await {
                     tracing::warn!(order = %order.id, %error, "could not record the unknown payment outcome");
                 }
                 self.metrics
@@ -446,7 +445,10 @@ impl Saga {
             response: (!order.has_response).then(|| (status.as_u16(), body.clone())),
             ..step.patch
         };
-        match store::advance(&shard.pool, &order.id, step.from, step.path, &patch).await {
+        match self
+            .advance(shard, order, step.from, step.path, &patch)
+            .await
+        {
             Ok(true) => {
                 if let Some(label) = outcome.metric() {
                     self.metrics.checkouts.with_label_values(&[label]).inc();
@@ -463,6 +465,37 @@ impl Saga {
                 ))
             }
         }
+    }
+
+    /// Moves `order`'s row by one step ([`store::advance`]) and counts it:
+    /// a step that changes the state is one transition attempt (`to` its
+    /// last state), and one that settles the order ends its processing
+    /// time, measured from the order's creation.
+    async fn advance(
+        &self,
+        shard: &Shard,
+        order: &Order,
+        from: OrderState,
+        path: &[OrderState],
+        patch: &Patch,
+    ) -> Result<bool, sqlx::Error> {
+        let answer = store::advance(&shard.pool, &order.id, from, path, patch).await;
+        if let (Some(&to), Some(result)) = (path.last(), Transition::of(&answer)) {
+            self.metrics
+                .order_transitions
+                .with_label_values(&[to.as_str(), result.label()])
+                .inc();
+            if result == Transition::Applied && to.is_settled() && !from.is_settled() {
+                let elapsed = (chrono::Utc::now() - order.created_at)
+                    .to_std()
+                    .unwrap_or_default();
+                self.metrics
+                    .order_processing
+                    .with_label_values(&[to.as_str()])
+                    .observe(elapsed.as_secs_f64());
+            }
+        }
+        answer
     }
 
     /// Finishes an order whose saga stopped (a crash, an unknown payment

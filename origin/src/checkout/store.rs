@@ -130,6 +130,40 @@ pub async fn advance(
     Ok(moved)
 }
 
+/// How the shard answered a step that changes an order's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transition {
+    /// The order moved.
+    Applied,
+    /// The shard refused it: the transition trigger found an illegal hop
+    /// (`check_violation`), or `order_advance` found the order no longer in
+    /// the state the step starts from (another worker moved it first).
+    Refused,
+}
+
+impl Transition {
+    /// What [`advance`]'s answer says; `None` when the shard could not be
+    /// asked (nothing was decided: the step is tried again later).
+    pub fn of(answer: &Result<bool, sqlx::Error>) -> Option<Self> {
+        match answer {
+            Ok(true) => Some(Transition::Applied),
+            Ok(false) => Some(Transition::Refused),
+            Err(sqlx::Error::Database(error)) if error.code().as_deref() == Some("23514") => {
+                Some(Transition::Refused)
+            }
+            Err(_) => None,
+        }
+    }
+
+    /// The `result` label of `meridian_order_transitions_total`.
+    pub fn label(self) -> &'static str {
+        match self {
+            Transition::Applied => "applied",
+            Transition::Refused => "refused",
+        }
+    }
+}
+
 /// The readable rows as orders; an unreadable one is logged and left out
 /// (it cannot be resumed by code that does not understand it).
 fn readable(rows: Vec<OrderRow>) -> Vec<Order> {
@@ -208,4 +242,20 @@ pub async fn clear_unknown_psps(pool: &PgPool, id: &OrderId) -> Result<(), sqlx:
     .execute(pool)
     .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_step_is_applied_refused_or_undecided() {
+        assert_eq!(Transition::of(&Ok(true)), Some(Transition::Applied));
+        assert_eq!(Transition::of(&Ok(false)), Some(Transition::Refused));
+        assert_eq!(Transition::of(&Err(sqlx::Error::PoolTimedOut)), None);
+        assert_eq!(
+            crate::metrics::TRANSITION_RESULTS,
+            [Transition::Applied.label(), Transition::Refused.label()]
+        );
+    }
 }

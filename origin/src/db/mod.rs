@@ -12,6 +12,16 @@
 //! - Read-your-writes: a write returns its commit [`Lsn`]; a read given that
 //!   token is served only by a replica known to have replayed it, else by
 //!   the primary.
+//! - Timing: `meridian_db_query_duration_seconds{pool, purpose}` gets one
+//!   observation per attempt of a read on one server ([`ReadDb::run`]: the
+//!   connection acquired and everything the read runs on it, a failed
+//!   attempt that fails over included) and one per write transaction
+//!   ([`WriteTx`]: from acquiring the connection and `BEGIN` to `COMMIT`
+//!   acknowledged, or to its rollback). Its count therefore follows
+//!   `meridian_db_queries_total` summed over servers (less the work still
+//!   in flight). The router's own bookkeeping (the lag probe, token
+//!   checks, `/readyz`'s ping, the LSN read after a commit) is not
+//!   observed.
 
 pub mod lag;
 pub mod lsn;
@@ -20,10 +30,10 @@ use std::future::Future;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{PgPool, Postgres, Transaction};
+use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 
 use crate::config::DatabaseConfig;
 use crate::metrics::Metrics;
@@ -184,6 +194,9 @@ impl DbRouter {
                 state: ReplicaState::default(),
             });
         }
+        metrics
+            .replica_lag_tolerance
+            .set(config.lag_tolerance.as_secs_f64());
         Ok(DbRouter {
             inner: Arc::new(Inner {
                 primary,
@@ -335,6 +348,43 @@ impl Purpose {
     }
 }
 
+/// Observes the time from its creation to its drop in
+/// `meridian_db_query_duration_seconds`, and, for requests, spans it as
+/// `db.query` in the request's trace (while traces are exported).
+struct QueryTimer {
+    histogram: prometheus::Histogram,
+    started: Instant,
+    _span: tracing::Span,
+}
+
+impl QueryTimer {
+    fn start(metrics: &Metrics, pool: &'static str, purpose: Purpose) -> Self {
+        let span = match purpose {
+            Purpose::Request => tracing::info_span!(
+                target: meridian_telemetry::SPAN_TARGET,
+                "db.query",
+                otel.kind = "client",
+                db.system.name = "postgresql",
+                meridian.db.pool = pool,
+            ),
+            Purpose::Background => tracing::Span::none(),
+        };
+        QueryTimer {
+            histogram: metrics
+                .db_query_duration
+                .with_label_values(&[pool, purpose.label()]),
+            started: Instant::now(),
+            _span: span,
+        }
+    }
+}
+
+impl Drop for QueryTimer {
+    fn drop(&mut self) {
+        self.histogram.observe(self.started.elapsed().as_secs_f64());
+    }
+}
+
 /// The read side of [`DbRouter`].
 pub struct ReadDb<'a> {
     router: &'a DbRouter,
@@ -385,7 +435,10 @@ impl ReadDb<'_> {
                 .db_queries
                 .with_label_values(&["replica", replica.name.as_str(), self.purpose.label()])
                 .inc();
-            match op(ReadConn(replica.pool.clone())).await {
+            let timer = QueryTimer::start(&inner.metrics, "replica", self.purpose);
+            let result = op(ReadConn(replica.pool.clone())).await;
+            drop(timer);
+            match result {
                 Ok(value) => return Ok((value, ServedBy::Replica(replica.name.clone()))),
                 Err(error) if is_failover_error(&error) => {
                     tracing::warn!(replica = %replica.name, %error, "replica failed; failing over");
@@ -404,8 +457,10 @@ impl ReadDb<'_> {
             .db_queries
             .with_label_values(&["primary", "primary", self.purpose.label()])
             .inc();
-        let value = op(ReadConn(inner.primary_read_only.clone())).await?;
-        Ok((value, ServedBy::Primary))
+        let timer = QueryTimer::start(&inner.metrics, "primary", self.purpose);
+        let value = op(ReadConn(inner.primary_read_only.clone())).await;
+        drop(timer);
+        Ok((value?, ServedBy::Primary))
     }
 }
 
@@ -416,19 +471,22 @@ pub struct WriteDb<'a> {
 }
 
 impl WriteDb<'_> {
-    pub async fn begin(&self) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
-        self.router
-            .inner
-            .metrics
+    /// A transaction on the primary; its time until it ends is observed
+    /// (see [`WriteTx`]), a failed `BEGIN` included.
+    pub async fn begin(&self) -> Result<WriteTx, sqlx::Error> {
+        let metrics = &self.router.inner.metrics;
+        metrics
             .db_queries
             .with_label_values(&["primary", "primary", self.purpose.label()])
             .inc();
-        self.router.inner.primary.begin().await
+        let timer = QueryTimer::start(metrics, "primary", self.purpose);
+        let tx = self.router.inner.primary.begin().await?;
+        Ok(WriteTx { tx, _timer: timer })
     }
 
     /// Commits `tx` and returns a WAL position at or after its commit
     /// record: the read-your-writes token.
-    pub async fn commit(&self, tx: Transaction<'static, Postgres>) -> Result<Lsn, sqlx::Error> {
+    pub async fn commit(&self, tx: WriteTx) -> Result<Lsn, sqlx::Error> {
         tx.commit().await?;
         let text = sqlx::query_scalar!(r#"select pg_current_wal_insert_lsn()::text as "lsn!""#)
             .fetch_one(&self.router.inner.primary)
@@ -438,6 +496,42 @@ impl WriteDb<'_> {
             .map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
         self.router.saw_primary_lsn(lsn);
         Ok(lsn)
+    }
+}
+
+/// A write transaction on the primary, from [`WriteDb::begin`]. It derefs
+/// to its connection (queries take `&mut *tx`) and ends with
+/// [`WriteTx::commit`], [`WriteTx::rollback`] or its drop (rolled back);
+/// its time from begin to that end is one observation of
+/// `meridian_db_query_duration_seconds{pool="primary"}`.
+pub struct WriteTx {
+    // Dropped first: a dropped transaction is rolled back, then timed.
+    tx: Transaction<'static, Postgres>,
+    _timer: QueryTimer,
+}
+
+impl WriteTx {
+    pub async fn commit(self) -> Result<(), sqlx::Error> {
+        let WriteTx { tx, _timer } = self;
+        tx.commit().await
+    }
+
+    pub async fn rollback(self) -> Result<(), sqlx::Error> {
+        let WriteTx { tx, _timer } = self;
+        tx.rollback().await
+    }
+}
+
+impl std::ops::Deref for WriteTx {
+    type Target = PgConnection;
+    fn deref(&self) -> &PgConnection {
+        &self.tx
+    }
+}
+
+impl std::ops::DerefMut for WriteTx {
+    fn deref_mut(&mut self) -> &mut PgConnection {
+        &mut self.tx
     }
 }
 

@@ -8,6 +8,8 @@
 //!   costs one row lock and one commit per batch, not per buyer.
 //! - [`sweeper`]: releases holds past their expiry (`FOR UPDATE SKIP
 //!   LOCKED`, so every origin can sweep without stepping on the others).
+//! - [`reconcile`]: checks periodically that the stock counters agree with
+//!   the reservation rows, and that no expired hold is left unreleased.
 //! - [`handlers`]: `GET /v1/inventory/{sku}`, `PUT /v1/admin/inventory/{sku}`.
 //!
 //! Invariant: `reserved <= on_hand` for every SKU at every instant — the
@@ -18,6 +20,7 @@ pub mod batcher;
 pub mod handlers;
 pub mod model;
 pub mod plan;
+pub mod reconcile;
 pub mod sweeper;
 
 use std::sync::Arc;

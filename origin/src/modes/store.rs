@@ -7,10 +7,11 @@ use std::collections::BTreeMap;
 
 use meridian_contracts::modes::{Feature, Mode, ModeTable, Setting};
 use serde::Serialize;
+use sqlx::PgPool;
 use sqlx::types::Json;
-use sqlx::{PgPool, Postgres, Transaction};
 
 use crate::catalog::store::log_invalidation;
+use crate::db::WriteTx;
 
 /// The scope of the global default.
 pub const GLOBAL: &str = "*";
@@ -91,7 +92,7 @@ pub struct Change {
 /// Applies `change` to `scope` for `actor`, with `reason`; returns the
 /// setting before and after.
 pub async fn apply(
-    tx: &mut Transaction<'static, Postgres>,
+    tx: &mut WriteTx,
     scope: &str,
     change: &Change,
     actor: &str,

@@ -3,9 +3,12 @@
 //! retry: done ([`Intent`]), refused with nothing done (safe to retry or to
 //! try elsewhere), unknown (a timeout: look it up by key, never charge
 //! again), or rejected (the request itself is wrong; retrying cannot help).
+//! Every request carries the caller's W3C trace context (`traceparent`,
+//! `tracestate`).
 
 use std::time::Duration;
 
+use meridian_telemetry::context::current_headers;
 use reqwest::StatusCode;
 use serde::{Deserialize, Serialize};
 
@@ -118,6 +121,7 @@ impl PspClient {
         let response = self
             .http
             .post(format!("{}/v1/payment_intents", self.base))
+            .headers(current_headers())
             .header(IDEMPOTENCY_KEY, key)
             .json(&body)
             .send()
@@ -135,6 +139,7 @@ impl PspClient {
         let response = self
             .http
             .post(format!("{}/v1/payment_intents/{id}/{action}", self.base))
+            .headers(current_headers())
             .header(IDEMPOTENCY_KEY, key)
             .send()
             .await
@@ -151,6 +156,7 @@ impl PspClient {
         let response = self
             .http
             .get(format!("{}/v1/payment_intents", self.base))
+            .headers(current_headers())
             .query(&[("idempotency_key", key)])
             .send()
             .await

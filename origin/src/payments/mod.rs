@@ -27,6 +27,7 @@ use backon::{ExponentialBuilder, Retryable};
 use failsafe::StateMachine;
 use failsafe::backoff::Constant;
 use failsafe::failure_policy::ConsecutiveFailures;
+use tracing::Instrument;
 
 pub use client::{Authorized, Intent, IntentStatus, PspClient, PspError};
 
@@ -112,6 +113,10 @@ impl Payments {
             let gauge = metrics
                 .psp_breaker_open
                 .with_label_values(&[psp.name.as_str()]);
+            // At zero from the start: no fallback past it yet.
+            metrics
+                .psp_fallbacks
+                .with_label_values(&[psp.name.as_str()]);
             let policy = failsafe::failure_policy::consecutive_failures(
                 config.breaker_failures,
                 failsafe::backoff::constant(config.breaker_open_for),
@@ -174,7 +179,21 @@ impl Payments {
                 )));
             }
             let started = Instant::now();
-            let result = op().await;
+            // The client hands this span's context to the provider.
+            let span = tracing::info_span!(
+                target: meridian_telemetry::SPAN_TARGET,
+                "psp.request",
+                otel.kind = "client",
+                otel.status_code = tracing::field::Empty,
+                meridian.psp = provider.name.as_str(),
+                meridian.operation = operation,
+                meridian.result = tracing::field::Empty,
+            );
+            let result = op().instrument(span.clone()).await;
+            span.record("meridian.result", client::result_label(&result));
+            if matches!(&result, Err(error) if error.is_provider_failure()) {
+                span.record("otel.status_code", "ERROR");
+            }
             match &result {
                 Err(error) if error.is_provider_failure() => provider.breaker.on_error(),
                 _ => provider.breaker.on_success(),

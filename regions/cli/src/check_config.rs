@@ -35,18 +35,35 @@ pub fn run(kind: Kind, path: &Path) -> Result<(), CliError> {
         Kind::Origin => {
             let config = OriginConfig::load(path)?;
             format!(
-                "region {}, public {}, internal {}",
-                config.region, config.listen, config.internal_listen
+                "region {}, public {}, internal {}, {}",
+                config.region,
+                config.listen,
+                config.internal_listen,
+                traces(&config.telemetry)
             )
         }
         Kind::Edge => {
             let config = EdgeConfig::load(path)?;
             format!(
-                "region {}, public {}, admin {}",
-                config.region, config.listen, config.admin_listen
+                "region {}, public {}, admin {}, {}",
+                config.region,
+                config.listen,
+                config.admin_listen,
+                traces(&config.telemetry)
             )
         }
     };
     println!("{}: a valid {kind} config ({summary})", path.display());
     Ok(())
+}
+
+/// Where traces go, for the summary.
+fn traces(telemetry: &meridian_telemetry::TelemetryConfig) -> String {
+    match &telemetry.otlp_endpoint {
+        Some(endpoint) => format!(
+            "traces to {endpoint} (sampled {})",
+            telemetry.sample_ratio.get()
+        ),
+        None => "traces off".to_string(),
+    }
 }

@@ -10,6 +10,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 use meridian_edge::{EdgeConfig, EdgeServer};
+use meridian_telemetry::Telemetry;
 use pingora::server::UnixShutdownSignalWatch;
 
 use crate::CliError;
@@ -26,11 +27,15 @@ pub struct EdgeArgs {
     pub check_config: Option<PathBuf>,
 }
 
-pub fn run(args: EdgeArgs) -> Result<(), CliError> {
+/// Runs the edge of `args.config`; its logs are JSON when its config's
+/// `telemetry.log_format` says so, or, without one, when `log_json`.
+pub fn run(args: EdgeArgs, log_json: bool) -> Result<(), CliError> {
     let Some(path) = &args.config else {
         return Err(CliError::Other("give --config FILE".into()));
     };
     let config = EdgeConfig::load(path)?;
+    let telemetry = Telemetry::start(&config.telemetry, log_json, "meridian-edge", &config.region)?;
+    crate::raise_fd_limit();
     let region = config.region.clone();
     tracing::info!(
         %region,
@@ -41,5 +46,6 @@ pub fn run(args: EdgeArgs) -> Result<(), CliError> {
     );
     EdgeServer::build(config)?.run(UnixShutdownSignalWatch);
     tracing::info!(%region, "edge stopped");
+    telemetry.shutdown();
     Ok(())
 }

@@ -93,6 +93,8 @@ pub enum CliError {
     EdgeConfig(#[from] meridian_edge::config::ConfigError),
     #[error(transparent)]
     EdgeStart(#[from] meridian_edge::StartError),
+    #[error(transparent)]
+    Telemetry(#[from] meridian_telemetry::TelemetryError),
     #[error("{0}")]
     Other(String),
 }
@@ -117,23 +119,26 @@ impl Command {
 pub fn run(cli: Cli) -> Result<(), CliError> {
     // A config check starts nothing (no runtime, no file-limit change).
     if let Some((kind, path)) = cli.command.config_check() {
+        init_logs(cli.log_json);
         return check_config::run(kind, path);
     }
-    // Servers only.
-    let serves = matches!(
-        cli.command,
-        Command::Edge(_) | Command::Origin(_) | Command::Up(_)
-    );
-    if serves {
-        let limit = meridian_launcher::raise_fd_limit();
-        tracing::info!(limit, "open-file limit");
-    }
-    // The edge runs its own (pingora) runtimes.
+    // The edge runs its own (pingora) runtimes. It and the origin set up
+    // their logs and trace export once their config is loaded.
     let command = match cli.command {
-        Command::Edge(args) => return edge::run(args),
+        Command::Edge(args) => return edge::run(args, cli.log_json),
         // Nothing asynchronous to do.
-        Command::Token(args) => return token::run(args),
-        other => other,
+        Command::Token(args) => {
+            init_logs(cli.log_json);
+            return token::run(args);
+        }
+        Command::Origin(args) => Command::Origin(args),
+        other => {
+            init_logs(cli.log_json);
+            if matches!(other, Command::Up(_)) {
+                raise_fd_limit();
+            }
+            other
+        }
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -143,7 +148,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::Edge(_) | Command::Token(_) => Ok(()),
         Command::Up(args) => runtime.block_on(up::run(args)),
         Command::Seed(args) => runtime.block_on(seed::run(args)),
-        Command::Origin(args) => runtime.block_on(origin::run(args)),
+        Command::Origin(args) => runtime.block_on(origin::run(args, cli.log_json)),
         Command::Psp(args) => runtime.block_on(psp::run(args)),
         Command::Status(args) => runtime.block_on(ops::status::run(args)),
         Command::Degrade(args) => runtime.block_on(ops::modes::degrade(args)),
@@ -155,17 +160,25 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
     }
 }
 
-pub fn init_tracing(json: bool) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("MERIDIAN_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn,fred=warn"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if json {
-        builder.json().init();
+/// Log lines (text, or JSON with `--log-json`) for the commands that run
+/// no edge or origin; those log as their config says
+/// ([`meridian_telemetry::Telemetry::start`]).
+pub fn init_logs(json: bool) {
+    let format = if json {
+        meridian_telemetry::LogFormat::Json
     } else {
-        builder.init();
-    }
+        meridian_telemetry::LogFormat::Text
+    };
+    // Nothing to flush later; fails only when a subscriber is already
+    // installed, which then stays.
+    let _ = meridian_telemetry::Telemetry::logs(format);
+}
+
+/// Raises the open-file limit as far as the system allows (servers only)
+/// and logs it.
+pub fn raise_fd_limit() {
+    let limit = meridian_launcher::raise_fd_limit();
+    tracing::info!(limit, "open-file limit");
 }
 
 /// The topology from `dir`, or the shipped one (embedded) when `dir` is

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 use meridian_origin::{Application, OriginConfig};
+use meridian_telemetry::Telemetry;
 
 use crate::{CliError, stop_signal};
 
@@ -23,12 +24,21 @@ pub struct OriginArgs {
     pub migrate: bool,
 }
 
-pub async fn run(args: OriginArgs) -> Result<(), CliError> {
+/// Runs the origin of `args.config`; its logs are JSON when its config's
+/// `telemetry.log_format` says so, or, without one, when `log_json`.
+pub async fn run(args: OriginArgs, log_json: bool) -> Result<(), CliError> {
     let Some(path) = &args.config else {
         return Err(CliError::Other("give --config FILE".into()));
     };
-    meridian_origin::install_failpoints();
     let config = OriginConfig::load(path)?;
+    let telemetry = Telemetry::start(
+        &config.telemetry,
+        log_json,
+        "meridian-origin",
+        &config.region,
+    )?;
+    crate::raise_fd_limit();
+    meridian_origin::install_failpoints();
     if args.migrate {
         meridian_origin::db::migrate(config.database.primary_url.expose()).await?;
     }
@@ -37,5 +47,9 @@ pub async fn run(args: OriginArgs) -> Result<(), CliError> {
     tracing::info!(%region, addr = %app.local_addr(), "origin listening");
     app.run_until_stopped(stop_signal()).await?;
     tracing::info!(%region, "origin stopped");
+    // The flush blocks (up to the export timeout): off the async threads.
+    if let Err(error) = tokio::task::spawn_blocking(move || telemetry.shutdown()).await {
+        tracing::warn!(%error, "trace exporter shutdown failed");
+    }
     Ok(())
 }

@@ -521,3 +521,96 @@ upstreams = [{{ name = "us-east", origins = ["127.0.0.1:9"], latency_ms = 0 }}]
     assert_eq!(status.code(), Some(2));
     drop(taken);
 }
+
+/// The `telemetry` section goes through the one loader: off by default,
+/// switched on by a variable, its rules checked with the variable named.
+#[test]
+fn telemetry_is_configured_like_any_other_section() {
+    let dir = tempfile::tempdir().unwrap();
+    let origin = r#"region = "us-east"
+listen = "127.0.0.1:1"
+internal_listen = "127.0.0.1:2"
+admin_tokens = [{ name = "ops", token = "an-admin-token-of-some-length-0123" }]
+
+[database]
+primary_url = "postgres://meridian@no-such-host.invalid:5432/meridian"
+lag_tolerance = "2s"
+
+[shoppers]
+hs256_secret = "a-shopper-token-secret-of-some-length-0123456789"
+guest_cookie_secret = "a-guest-cookie-secret-of-some-length-0123456789"
+"#;
+    let edge = r#"region = "us-east"
+listen = "127.0.0.1:1"
+admin_listen = "127.0.0.1:2"
+admin_tokens = [{ name = "ops", token = "an-edge-admin-token-0123456789" }]
+upstreams = [{ name = "us-east", origins = ["127.0.0.1:9"], latency_ms = 0 }]
+"#;
+    let check = |kind: &str, text: &str, env: &[(&str, &str)]| {
+        let path = dir.path().join(format!("{kind}.toml"));
+        std::fs::write(&path, text).unwrap();
+        let output = Command::new(BIN)
+            .args([kind, "--check-config"])
+            .arg(&path)
+            .envs(env.iter().copied())
+            .output()
+            .unwrap();
+        (
+            output.status.code(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            ),
+        )
+    };
+
+    let on = [
+        (
+            "MERIDIAN_ORIGIN__TELEMETRY__OTLP_ENDPOINT",
+            "http://127.0.0.1:4318",
+        ),
+        ("MERIDIAN_ORIGIN__TELEMETRY__SAMPLE_RATIO", "0.5"),
+        ("MERIDIAN_ORIGIN__TELEMETRY__LOG_FORMAT", "json"),
+    ];
+    let (code, said) = check("origin", origin, &[]);
+    assert_eq!(code, Some(0));
+    assert!(said.contains("traces off"), "off by default: {said}");
+    let (code, said) = check("origin", origin, &on);
+    assert_eq!(code, Some(0));
+    assert!(
+        said.contains("traces to http://127.0.0.1:4318 (sampled 0.5)"),
+        "{said}"
+    );
+    let (code, stderr) = check(
+        "origin",
+        origin,
+        &[(
+            "MERIDIAN_ORIGIN__TELEMETRY__OTLP_ENDPOINT",
+            "https://collector.example:4318",
+        )],
+    );
+    assert_eq!(code, Some(1));
+    assert!(
+        stderr.contains("environment variable MERIDIAN_ORIGIN__TELEMETRY__OTLP_ENDPOINT")
+            && stderr.contains("`telemetry.otlp_endpoint`"),
+        "{stderr}"
+    );
+    let (code, stderr) = check(
+        "edge",
+        &format!("{edge}[telemetry]\nsample_ratio = 0.1\n"),
+        &[("MERIDIAN_EDGE__TELEMETRY__SAMPLE_RATIO", "1.5")],
+    );
+    assert_eq!(code, Some(1));
+    assert!(
+        stderr.contains("MERIDIAN_EDGE__TELEMETRY__SAMPLE_RATIO") && stderr.contains("from 0 to 1"),
+        "{stderr}"
+    );
+    let (code, stderr) = check(
+        "edge",
+        &format!("{edge}[telemetry]\nbatch_delay = \"0s\"\n"),
+        &[],
+    );
+    assert_eq!(code, Some(1));
+    assert!(stderr.contains("`telemetry.batch_delay`"), "{stderr}");
+}

@@ -287,3 +287,34 @@ async fn outages_do_nothing_and_timeouts_are_resolved_by_lookup() {
         .unwrap();
     assert_eq!(response.status(), 400);
 }
+
+#[tokio::test]
+async fn payment_intent_requests_are_remembered_with_their_trace_headers() {
+    let psp = Psp::start(&[]);
+    let parent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let response = psp
+        .client
+        .post(format!("{}/v1/payment_intents", psp.url))
+        .header("idempotency-key", "traced")
+        .header("traceparent", parent)
+        .header("tracestate", "vendor=1")
+        .json(&charge(100))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let (status, _) = psp.get("/v1/payment_intents?idempotency_key=traced").await;
+    assert_eq!(status, 200);
+    psp.get("/v1/ledger").await;
+
+    let (status, body) = psp.get("/v1/requests").await;
+    assert_eq!(status, 200);
+    let seen = body["requests"].as_array().unwrap();
+    assert_eq!(seen.len(), 2, "payment-intent requests only: {body}");
+    assert_eq!(seen[0]["method"], "POST");
+    assert_eq!(seen[0]["path"], "/v1/payment_intents");
+    assert_eq!(seen[0]["traceparent"], parent);
+    assert_eq!(seen[0]["tracestate"], "vendor=1");
+    assert_eq!(seen[1]["method"], "GET");
+    assert!(seen[1]["traceparent"].is_null());
+}

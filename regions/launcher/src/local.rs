@@ -143,6 +143,7 @@ pub fn origin_config(
         // One process does everything on a laptop.
         admin_api: true,
         background_workers: true,
+        telemetry: Default::default(),
     })
 }
 
@@ -327,6 +328,7 @@ pub fn edge_config(
             sold_out_for: std::time::Duration::from_secs(3600),
             redis_timeout: std::time::Duration::from_millis(250),
         }),
+        telemetry: Default::default(),
     })
 }
 

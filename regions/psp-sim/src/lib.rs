@@ -14,6 +14,9 @@
 //! - `GET | PUT /v1/faults`: latency, error rate (a 503 before anything is
 //!   done) and timeout rate (the operation is done, the answer comes after
 //!   `timeout_delay`: an unknown outcome for a client with a shorter timeout).
+//! - `GET /v1/requests`: the last payment-intent requests received (method,
+//!   path, W3C `traceparent`/`tracestate`), oldest first: what tests check
+//!   trace propagation with.
 //!
 //! Idempotency follows Stripe's rules: a key replays the first response
 //! (`Idempotent-Replayed: true`) for the same request, is a 422 for a
@@ -24,6 +27,7 @@
 
 mod ledger;
 
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -92,6 +96,20 @@ struct Psp {
     name: String,
     ledger: Mutex<Ledger>,
     faults: Mutex<Faults>,
+    /// The last [`SEEN_REQUESTS`] payment-intent requests.
+    seen: Mutex<VecDeque<SeenRequest>>,
+}
+
+/// How many requests `GET /v1/requests` remembers.
+const SEEN_REQUESTS: usize = 1000;
+
+/// A payment-intent request as received: its trace headers.
+#[derive(Debug, Clone, Serialize)]
+struct SeenRequest {
+    method: String,
+    path: String,
+    traceparent: Option<String>,
+    tracestate: Option<String>,
 }
 
 /// A running simulator.
@@ -113,6 +131,7 @@ impl PspServer {
             name: name.to_string(),
             ledger: Mutex::new(Ledger::default()),
             faults: Mutex::new(faults),
+            seen: Mutex::new(VecDeque::new()),
         }));
         let task = tokio::spawn(async move { axum::serve(listener, app).await });
         Ok(Self { addr, task })
@@ -138,14 +157,52 @@ impl Drop for PspServer {
 }
 
 fn router(psp: Arc<Psp>) -> Router {
-    Router::new()
-        .route("/healthz", get(|| async { "ok" }))
+    let intents = Router::new()
         .route("/v1/payment_intents", post(create).get(find_by_key))
         .route("/v1/payment_intents/{id}", get(show))
         .route("/v1/payment_intents/{id}/{action}", post(transition))
+        .route_layer(axum::middleware::from_fn_with_state(psp.clone(), remember));
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .merge(intents)
         .route("/v1/ledger", get(ledger))
         .route("/v1/faults", get(faults).put(set_faults))
+        .route("/v1/requests", get(requests))
         .with_state(psp)
+}
+
+/// Records a payment-intent request's trace headers (`GET /v1/requests`).
+async fn remember(
+    State(psp): State<Arc<Psp>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let headers = request.headers();
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
+    let seen = SeenRequest {
+        method: request.method().to_string(),
+        path: request.uri().path().to_string(),
+        traceparent: header("traceparent"),
+        tracestate: header("tracestate"),
+    };
+    {
+        let mut recent = psp.seen.lock();
+        if recent.len() == SEEN_REQUESTS {
+            recent.pop_front();
+        }
+        recent.push_back(seen);
+    }
+    next.run(request).await
+}
+
+async fn requests(State(psp): State<Arc<Psp>>) -> Response {
+    let seen: Vec<SeenRequest> = psp.seen.lock().iter().cloned().collect();
+    axum::Json(json!({ "psp": psp.name, "requests": seen })).into_response()
 }
 
 fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {

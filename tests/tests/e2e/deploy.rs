@@ -810,6 +810,124 @@ fn custom_autoscaling_metrics_are_served_by_the_adapter_rules() {
     );
 }
 
+/// Labels the scraper adds (the ServiceMonitors' target labels): never
+/// on a process's own series.
+const SCRAPE_LABELS: [&str; 4] = ["namespace", "pod", "job", "instance"];
+
+/// The series selectors of a PromQL query: each `name{matchers}`'s metric
+/// name and the label names it matches on.
+fn selectors(query: &str) -> Vec<(String, BTreeSet<String>)> {
+    let mut found = Vec::new();
+    let is_name = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == ':';
+    let mut rest = query;
+    while let Some(open) = rest.find('{') {
+        let name: String = rest[..open]
+            .chars()
+            .rev()
+            .take_while(|c| is_name(*c))
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect();
+        let body = &rest[open + 1..];
+        // Matchers end at the first `}` outside a quoted value.
+        let mut quoted = false;
+        let mut end = body.len();
+        for (i, c) in body.char_indices() {
+            match c {
+                '"' => quoted = !quoted,
+                '}' if !quoted => {
+                    end = i;
+                    break;
+                }
+                _ => {}
+            }
+        }
+        let mut labels = BTreeSet::new();
+        let mut quoted = false;
+        let mut start = 0;
+        for (i, c) in body[..end].char_indices().chain([(end, ',')]) {
+            match c {
+                '"' => quoted = !quoted,
+                ',' if !quoted => {
+                    let matcher = body[start..i].trim();
+                    let label: String = matcher.chars().take_while(|c| is_name(*c)).collect();
+                    if !label.is_empty() {
+                        labels.insert(label);
+                    }
+                    start = i + 1;
+                }
+                _ => {}
+            }
+        }
+        if !name.is_empty() {
+            found.push((name, labels));
+        }
+        rest = &body[end.min(body.len())..];
+    }
+    found
+}
+
+#[test]
+fn selectors_are_read_from_promql() {
+    let query = r#"sum(rate(meridian_edge_requests_total{namespace="a",pod=~"b|c,d",status_class="5xx"}[2m])) / count(count by (pod) (x_count{}))"#;
+    assert_eq!(
+        selectors(query),
+        vec![
+            (
+                "meridian_edge_requests_total".to_string(),
+                ["namespace", "pod", "status_class"]
+                    .map(String::from)
+                    .into()
+            ),
+            ("x_count".to_string(), BTreeSet::new()),
+        ]
+    );
+}
+
+/// Every series selector the autoscalers' queries use: the
+/// prometheus-adapter rules (their templates filled as the adapter does)
+/// and the KEDA Prometheus triggers of the chart's KEDA scenario.
+fn autoscaling_selectors() -> Vec<(String, BTreeSet<String>)> {
+    let mut queries = Vec::new();
+    for rule in adapter_rules() {
+        let series = rule["seriesQuery"].as_str().unwrap();
+        let series = series.split('{').next().unwrap().trim();
+        queries.push(
+            rule["metricsQuery"]
+                .as_str()
+                .unwrap()
+                .replace("<<.Series>>", series)
+                .replace("<<.LabelMatchers>>", "namespace=\"n\",pod=~\"p\"")
+                .replace("<<.GroupBy>>", "pod"),
+        );
+    }
+    let keda = documents(
+        &render(
+            &[
+                root().join("helm/regions/eu-west.yaml"),
+                root().join("helm/meridian/ci/keda-values.yaml"),
+            ],
+            "meridian-eu-west",
+        )
+        .unwrap(),
+    );
+    let triggers: Vec<String> = by_kind(&keda, "ScaledObject")
+        .iter()
+        .flat_map(|s| s["spec"]["triggers"].as_array().unwrap().iter())
+        .filter(|t| t["type"] == "prometheus")
+        .map(|t| t["metadata"]["query"].as_str().unwrap().to_string())
+        .collect();
+    assert!(
+        triggers.len() >= 4,
+        "the KEDA scenario's triggers: {triggers:?}"
+    );
+    queries.extend(triggers);
+    let found: Vec<_> = queries.iter().flat_map(|q| selectors(q)).collect();
+    assert!(found.len() >= 8, "{found:?}");
+    found
+}
+
 /// The prometheus-adapter rules of `k8s/monitoring`.
 fn adapter_rules() -> Vec<Value> {
     let mut command = Command::new(kubectl());
@@ -864,6 +982,15 @@ fn bad_values_are_refused_by_the_schema_with_a_clear_message() {
         (
             "edge:\n  pdb:\n    maxUnavailable: \"lots\"\n",
             "maxUnavailable",
+        ),
+        (
+            "telemetry:\n  otlpEndpoint: \"https://collector:4318\"\n",
+            "otlpEndpoint",
+        ),
+        ("telemetry:\n  sampleRatio: 2\n", "sampleRatio"),
+        (
+            "edge:\n  config:\n    telemetry: {log_format: text}\n",
+            "log_format",
         ),
     ];
     for (i, (values, key)) in cases.iter().enumerate() {
@@ -1327,14 +1454,40 @@ async fn rendered_configs_pass_check_config_and_the_probes_answer_on_the_running
                 .unwrap(),
         );
     }
+    let lines_of = |series: &str| -> Vec<&str> {
+        exposition
+            .lines()
+            .filter(|line| {
+                line.starts_with(&format!("{series}{{")) || line.starts_with(&format!("{series} "))
+            })
+            .collect()
+    };
     for series in adapter_series() {
         assert!(
-            exposition
-                .lines()
-                .any(|line| line.starts_with(&format!("{series}{{"))
-                    || line.starts_with(&format!("{series} "))),
+            !lines_of(&series).is_empty(),
             "the adapter rules query `{series}`, which no process emits"
         );
+    }
+    // And every label they (and the KEDA triggers) match on is one of
+    // that series' labels (the scraper's own aside).
+    for (series, labels) in autoscaling_selectors() {
+        let lines = lines_of(&series);
+        assert!(
+            !lines.is_empty(),
+            "the autoscalers query `{series}`, which no process emits"
+        );
+        for label in labels
+            .iter()
+            .filter(|l| !SCRAPE_LABELS.contains(&l.as_str()))
+        {
+            assert!(
+                lines
+                    .iter()
+                    .any(|line| line.contains(&format!("{{{label}=\""))
+                        || line.contains(&format!(",{label}=\""))),
+                "the autoscalers match `{series}` on `{label}`, a label it does not have: {lines:?}"
+            );
+        }
     }
 
     // The roles are real: the admin API answers on the admin role only.

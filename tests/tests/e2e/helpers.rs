@@ -314,7 +314,7 @@ where
 
 /// Sum of metric `name` in a Prometheus text exposition over the series
 /// whose labels include every one of `labels` (label names match exactly:
-/// `region` does not match `edge_region`).
+/// `region` does not match `upstream_region`).
 pub fn metric_sum(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
     text.lines()
         .filter(|line| !line.starts_with('#'))

@@ -1,7 +1,8 @@
 //! `meridian status [--json]`: per region, the edge's and the origin's
-//! health, the worst replica lag, the edge's cache hit ratio, request and
-//! 5xx rates (the edge's counters sampled twice, `--interval` apart) and
-//! the operating mode each applies.
+//! health, the worst replica lag, the edge's cache hit ratio since its
+//! start (from its request counters), request and 5xx rates (the edge's
+//! counters sampled twice, `--interval` apart) and the operating mode each
+//! applies.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -35,6 +36,8 @@ pub struct RegionStatus {
     pub origin: String,
     /// The worst replica lag the origin measures (s).
     pub replica_lag_seconds: Option<f64>,
+    /// Hits (stale ones included) over cache look-ups since the edge
+    /// started; `None` before its first look-up.
     pub cache_hit_ratio: Option<f64>,
     pub requests_per_second: Option<f64>,
     /// Share of responses that were 5xx over the interval.
@@ -45,41 +48,53 @@ pub struct RegionStatus {
     pub mode_stale: bool,
 }
 
-/// Totals of the edge's request counter: (all, 5xx).
-fn request_totals(metrics: &str) -> (f64, f64) {
-    let lines = metrics.lines().map(|l| Ok(l.to_string()));
-    let Ok(scrape) = prometheus_parse::Scrape::parse(lines) else {
-        return (0.0, 0.0);
-    };
-    let mut all = 0.0;
-    let mut errors = 0.0;
-    for sample in &scrape.samples {
-        if sample.metric != "meridian_edge_requests_total" {
-            continue;
-        }
-        let value = match sample.value {
-            prometheus_parse::Value::Counter(v) | prometheus_parse::Value::Untyped(v) => v,
-            _ => continue,
-        };
-        all += value;
-        if sample.labels.get("status") == Some("5xx") {
-            errors += value;
-        }
-    }
-    (all, errors)
+/// Totals of the edge's request counter.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+struct RequestTotals {
+    all: f64,
+    /// `status_class="5xx"`.
+    errors: f64,
+    /// `cache` HIT or STALE.
+    hits: f64,
+    /// `cache` HIT, STALE, MISS or EXPIRED: answers the cache looked up.
+    lookups: f64,
 }
 
-fn gauge(metrics: &str, name: &str) -> Option<f64> {
-    let lines = metrics.lines().map(|l| Ok(l.to_string()));
-    let scrape = prometheus_parse::Scrape::parse(lines).ok()?;
-    scrape
-        .samples
-        .iter()
-        .find(|s| s.metric == name)
-        .and_then(|s| match s.value {
-            prometheus_parse::Value::Gauge(v) | prometheus_parse::Value::Untyped(v) => Some(v),
-            _ => None,
-        })
+impl RequestTotals {
+    fn of(metrics: &str) -> Self {
+        let mut totals = RequestTotals::default();
+        let lines = metrics.lines().map(|l| Ok(l.to_string()));
+        let Ok(scrape) = prometheus_parse::Scrape::parse(lines) else {
+            return totals;
+        };
+        for sample in &scrape.samples {
+            if sample.metric != "meridian_edge_requests_total" {
+                continue;
+            }
+            let value = match sample.value {
+                prometheus_parse::Value::Counter(v) | prometheus_parse::Value::Untyped(v) => v,
+                _ => continue,
+            };
+            totals.all += value;
+            if sample.labels.get("status_class") == Some("5xx") {
+                totals.errors += value;
+            }
+            match sample.labels.get("cache") {
+                Some("HIT" | "STALE") => {
+                    totals.hits += value;
+                    totals.lookups += value;
+                }
+                Some("MISS" | "EXPIRED") => totals.lookups += value,
+                _ => {}
+            }
+        }
+        totals
+    }
+
+    /// Hits over look-ups; `None` without a look-up.
+    fn hit_ratio(&self) -> Option<f64> {
+        (self.lookups > 0.0).then(|| self.hits / self.lookups)
+    }
 }
 
 fn health(answer: &Result<(bool, Value), CliError>) -> String {
@@ -127,16 +142,16 @@ async fn region_status(
         if let Ok(first) = client.text(&url).await {
             tokio::time::sleep(interval).await;
             if let Ok(second) = client.text(&url).await {
-                let (all_a, errors_a) = request_totals(&first);
-                let (all_b, errors_b) = request_totals(&second);
-                let requests = (all_b - all_a).max(0.0);
+                let a = RequestTotals::of(&first);
+                let b = RequestTotals::of(&second);
+                let requests = (b.all - a.all).max(0.0);
                 status.requests_per_second = Some(requests / interval.as_secs_f64());
                 status.error_rate = Some(if requests > 0.0 {
-                    (errors_b - errors_a).max(0.0) / requests
+                    (b.errors - a.errors).max(0.0) / requests
                 } else {
                     0.0
                 });
-                status.cache_hit_ratio = gauge(&second, "meridian_edge_cache_hit_ratio");
+                status.cache_hit_ratio = b.hit_ratio();
             }
         }
     }
@@ -219,13 +234,28 @@ mod tests {
     use super::*;
 
     #[test]
-    fn request_totals_sum_every_series() {
+    fn request_totals_sum_every_series_and_give_the_hit_ratio() {
         let text = "# TYPE meridian_edge_requests_total counter\n\
-            meridian_edge_requests_total{cache=\"HIT\",edge_region=\"us-east\",region=\"us-east\",route=\"browse\",status=\"2xx\"} 90\n\
-            meridian_edge_requests_total{cache=\"MISS\",edge_region=\"us-east\",region=\"us-east\",route=\"browse\",status=\"5xx\"} 10\n\
-            # TYPE meridian_edge_cache_hit_ratio gauge\n\
-            meridian_edge_cache_hit_ratio{edge_region=\"us-east\"} 0.75\n";
-        assert_eq!(request_totals(text), (100.0, 10.0));
-        assert_eq!(gauge(text, "meridian_edge_cache_hit_ratio"), Some(0.75));
+            meridian_edge_requests_total{cache=\"HIT\",route=\"browse\",status_class=\"2xx\",upstream_region=\"us-east\"} 60\n\
+            meridian_edge_requests_total{cache=\"STALE\",route=\"browse\",status_class=\"2xx\",upstream_region=\"us-east\"} 15\n\
+            meridian_edge_requests_total{cache=\"MISS\",route=\"browse\",status_class=\"5xx\",upstream_region=\"us-east\"} 10\n\
+            meridian_edge_requests_total{cache=\"EXPIRED\",route=\"browse\",status_class=\"2xx\",upstream_region=\"us-east\"} 15\n\
+            meridian_edge_requests_total{cache=\"BYPASS\",route=\"cart\",status_class=\"5xx\",upstream_region=\"edge\"} 20\n";
+        let totals = RequestTotals::of(text);
+        assert_eq!(
+            totals,
+            RequestTotals {
+                all: 120.0,
+                errors: 30.0,
+                hits: 75.0,
+                lookups: 100.0,
+            }
+        );
+        assert_eq!(
+            totals.hit_ratio(),
+            Some(0.75),
+            "bypassed answers are no look-ups"
+        );
+        assert_eq!(RequestTotals::of("").hit_ratio(), None);
     }
 }

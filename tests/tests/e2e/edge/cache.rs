@@ -137,11 +137,30 @@ async fn stale_while_revalidate_serves_stale_and_refreshes_in_the_background() {
         upstream.count(path) == 2
     })
     .await;
+    // Until the refresh is stored, more answers may be stale ones.
+    let stale_answers = std::sync::atomic::AtomicUsize::new(1);
     super::super::helpers::eventually("the refreshed copy", Duration::from_secs(3), || async {
         let response = edge.get(path).await;
+        if x_cache(&response) == "STALE" {
+            stale_answers.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
         x_cache(&response) == "HIT" && body(response).await["count"] == 2
     })
     .await;
+    // Every stale answer counted, as revalidating; the background refresh
+    // is not an answer.
+    let stale_answers = stale_answers.into_inner() as f64;
+    assert_eq!(stale_served(&edge).await, (0.0, stale_answers));
+}
+
+/// `meridian_edge_stale_served_total` by reason: (origin_error,
+/// revalidating).
+async fn stale_served(edge: &TestEdge) -> (f64, f64) {
+    let name = "meridian_edge_stale_served_total";
+    (
+        edge.metric(name, &[("reason", "origin_error")]).await,
+        edge.metric(name, &[("reason", "revalidating")]).await,
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -150,6 +169,7 @@ async fn stale_if_error_covers_origin_errors_and_outages() {
     let edge = edge_in_front_of(&upstream).await;
     let path = "/sie?cc=public,max-age=1,stale-if-error=60";
     let no_sie = "/nosie?cc=public,max-age=1";
+    assert_eq!(stale_served(&edge).await, (0.0, 0.0), "both from 0");
     assert_eq!(body(edge.get(path).await).await["count"], 1);
     assert_eq!(edge.get(no_sie).await.status(), 200);
     tokio::time::sleep(Duration::from_millis(2100)).await;
@@ -162,6 +182,7 @@ async fn stale_if_error_covers_origin_errors_and_outages() {
     assert_eq!(body(response).await["count"], 1);
     // Without stale-if-error the failure shows.
     assert_eq!(edge.get(no_sie).await.status(), 503);
+    assert_eq!(stale_served(&edge).await, (1.0, 0.0), "a 5xx answer");
 
     // The origin is gone altogether: still served stale.
     upstream.set_failing(false);
@@ -172,6 +193,7 @@ async fn stale_if_error_covers_origin_errors_and_outages() {
     let gone = edge.get(no_sie).await;
     assert_eq!(gone.status(), 502);
     assert_eq!(gone.headers()["content-type"], "application/problem+json");
+    assert_eq!(stale_served(&edge).await, (2.0, 0.0), "and an outage");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -55,8 +55,11 @@ async fn a_stopped_region_fails_over_to_the_next_nearest() {
         "health checks mark eu-west down",
         Duration::from_secs(2),
         || async {
-            edge.metric("meridian_edge_origin_healthy", &[("region", "eu-west")])
-                .await
+            edge.metric(
+                "meridian_edge_origin_healthy",
+                &[("upstream_region", "eu-west")],
+            )
+            .await
                 == 0.0
         },
     )
