@@ -68,7 +68,12 @@ fn log_layer(format: LogFormat) -> Box<dyn Layer<Registry> + Send + Sync> {
     let filter = EnvFilter::try_from_env(LOG_FILTER_VAR)
         .unwrap_or_else(|_| EnvFilter::new(DEFAULT_LOG_FILTER))
         .and(filter_fn(printed));
-    let layer = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    // Colours only for a person at a terminal: log files and collectors
+    // get plain text (and the hot path skips the escape codes).
+    let colour = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let layer = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_ansi(colour);
     match format {
         LogFormat::Text => layer.with_filter(filter).boxed(),
         LogFormat::Json => layer.json().flatten_event(true).with_filter(filter).boxed(),
