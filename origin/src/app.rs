@@ -209,6 +209,9 @@ impl Application {
             .as_ref()
             .map(|orders| ShardRouter::new(orders, &config.region, &config.database))
             .transpose()?;
+        for shard in shards.iter().flat_map(ShardRouter::shards) {
+            metrics.watch_pool("shard", &shard.name, &shard.pool);
+        }
         let shoppers = ShopperAuth::new(&config.shoppers, &config.region, config.carts.ttl)?;
         let carts = match &config.redis_url {
             Some(url) => Some(CartStore::connect(

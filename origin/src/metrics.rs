@@ -78,6 +78,9 @@ impl std::ops::Deref for Metrics {
 
 pub struct MetricFamilies {
     registry: Registry,
+    /// Connection pools reported at each scrape, by `(pool, server)`.
+    pools: std::sync::Mutex<Vec<(&'static str, String, sqlx::PgPool)>>,
+    pool_connections: IntGaugeVec,
     pub http_requests: IntCounterVec,
     pub http_duration: HistogramVec,
     pub cache_requests: IntCounterVec,
@@ -457,8 +460,19 @@ impl Metrics {
         registry.register(Box::new(replica_usable.clone()))?;
         registry.register(Box::new(invalidations.clone()))?;
         registry.register(Box::new(l2_available.clone()))?;
+        let pool_connections = IntGaugeVec::new(
+            Opts::new(
+                "meridian_db_pool_connections",
+                "Connections of each database pool at scrape time, by pool (primary, replica, \
+                 shard), server and state (busy, idle)",
+            ),
+            &["pool", "server", "state"],
+        )?;
+        registry.register(Box::new(pool_connections.clone()))?;
         Ok(Metrics(Arc::new(MetricFamilies {
             registry,
+            pools: std::sync::Mutex::new(Vec::new()),
+            pool_connections,
             http_requests,
             http_duration,
             cache_requests,
@@ -495,8 +509,33 @@ impl Metrics {
         })))
     }
 
+    /// Reports `pool` (`primary`, `replica` or `shard`) of `server` as
+    /// `meridian_db_pool_connections` from now on.
+    pub fn watch_pool(&self, pool: &'static str, server: &str, handle: &sqlx::PgPool) {
+        if let Ok(mut pools) = self.pools.lock() {
+            pools.push((pool, server.to_string(), handle.clone()));
+        }
+        for state in ["busy", "idle"] {
+            self.pool_connections
+                .with_label_values(&[pool, server, state])
+                .set(0);
+        }
+    }
+
     /// The text exposition format.
     pub fn render(&self) -> String {
+        if let Ok(pools) = self.pools.lock() {
+            for (pool, server, handle) in pools.iter() {
+                let size = i64::from(handle.size());
+                let idle = i64::try_from(handle.num_idle()).unwrap_or(i64::MAX);
+                let gauge = |state: &str| {
+                    self.pool_connections
+                        .with_label_values(&[pool, server.as_str(), state])
+                };
+                gauge("busy").set((size - idle).max(0));
+                gauge("idle").set(idle);
+            }
+        }
         let mut buffer = Vec::new();
         if let Err(error) = TextEncoder::new().encode(&self.registry.gather(), &mut buffer) {
             tracing::warn!(%error, "could not encode metrics");

@@ -24,7 +24,8 @@
 # The goals are reported (MET / NOT MET), not asserted: the script exits 0
 # whatever the figures. Servers are stopped by pid on exit, Ctrl-C or error.
 #
-# Usage: tests/benches/edge.sh     (BENCH_SECONDS=10, BENCH_RUNS=3 by default)
+# Usage: tests/benches/edge.sh     (BENCH_SECONDS=10, BENCH_RUNS=3 by default;
+#        BENCH_EDGE_ACCESS_LOG=off|json|text, default off)
 # Installs nginx, varnish, wrk (apt; as root or with sudo) if missing and
 # builds the `meridian` binary with BENCH_PROFILE (default `release-lto`:
 # release plus fat LTO, ~10 min the first time on 2 cores; `release` is
@@ -304,10 +305,17 @@ wait_for() {
 }
 
 start_edge() {
-  local name="$1"
-  # No access log, like the peers (`access_log off`): the cache path is
-  # compared like for like.
-  start_server "$name" env MERIDIAN_LOG=info,meridian::access=off \
+  local name="$1" logging=(MERIDIAN_LOG=info,meridian::access=off)
+  # No access log by default, like the peers (`access_log off`): the cache
+  # path is compared like for like. BENCH_EDGE_ACCESS_LOG=json (or text)
+  # measures the edge with its access log, as the chart runs it.
+  case "${BENCH_EDGE_ACCESS_LOG:-off}" in
+    off) ;;
+    json | text)
+      logging=(MERIDIAN_LOG=info "MERIDIAN_EDGE__TELEMETRY__LOG_FORMAT=$BENCH_EDGE_ACCESS_LOG") ;;
+    *) die "BENCH_EDGE_ACCESS_LOG is off, json or text" ;;
+  esac
+  start_server "$name" env "${logging[@]}" \
     taskset -c 0 "$edge_bin" edge --config "$work/edge.toml"
   wait_for "http://127.0.0.1:$edge_admin_port/readyz"
 }

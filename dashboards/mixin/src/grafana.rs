@@ -566,7 +566,7 @@ fn origin() -> Value {
     Dashboard::new(
         "meridian-origin",
         "Meridian / Origin",
-        "The origin services (axum): rate, errors and duration per route, the cache tiers, database pools, query time and replica lag, queues and the process.",
+        "The origin services (axum): rate, errors and duration per route, the cache tiers, database pools, query time and replica lag, the order shards, queues and the process.",
     )
     .instances("origin")
     .row("Requests per route (RED)")
@@ -642,6 +642,19 @@ fn origin() -> Value {
     .panel(
         Panel::graph("Replicas usable", "none", "1 while a replica is up and within tolerance (reads go to the primary otherwise).")
             .query(format!("min by (replica) (meridian_replica_usable{{{ORIGIN}}})"), "{{replica}}"),
+    )
+    .panel(
+        Panel::graph("Catalog pool connections", "none", "Connections of the primary, read-only primary and replica pools, busy and idle (pool_size caps each).")
+            .query(format!("sum by (server, state) (meridian_db_pool_connections{{{ORIGIN}, pool=~\"primary|replica\"}})"), "{{server}} {{state}}"),
+    )
+    .row("Order shards")
+    .panel(
+        Panel::graph("Shard connections", "none", "Connections of each order shard's pool, busy and idle: a shard whose busy connections sit at its pool size is saturated; one with none at all is unreachable or unused.")
+            .query(format!("sum by (server, state) (meridian_db_pool_connections{{{ORIGIN}, pool=\"shard\"}})"), "{{server}} {{state}}"),
+    )
+    .panel(
+        Panel::graph("Order transitions", "ops", "State-machine transitions in this region's shards by result (refused: an illegal move the machine stopped).")
+            .query(rate(&format!("meridian_order_transitions_total{{{ORIGIN}}}"), "result"), "{{result}}"),
     )
     .row("Queues and modes")
     .panel(

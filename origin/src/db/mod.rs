@@ -197,6 +197,11 @@ impl DbRouter {
         metrics
             .replica_lag_tolerance
             .set(config.lag_tolerance.as_secs_f64());
+        metrics.watch_pool("primary", "primary", &primary);
+        metrics.watch_pool("primary", "primary-ro", &primary_read_only);
+        for replica in &replicas {
+            metrics.watch_pool("replica", &replica.name, &replica.pool);
+        }
         Ok(DbRouter {
             inner: Arc::new(Inner {
                 primary,
