@@ -353,7 +353,8 @@ impl Purpose {
     }
 }
 
-/// Observes the time from its creation to its drop in
+/// Counts one unit of work in `meridian_db_queries_total`, observes the
+/// time from its creation to its drop in
 /// `meridian_db_query_duration_seconds`, and, for requests, spans it as
 /// `db.query` in the request's trace (while traces are exported).
 struct QueryTimer {
@@ -363,7 +364,11 @@ struct QueryTimer {
 }
 
 impl QueryTimer {
-    fn start(metrics: &Metrics, pool: &'static str, purpose: Purpose) -> Self {
+    fn start(metrics: &Metrics, pool: &'static str, server: &str, purpose: Purpose) -> Self {
+        metrics
+            .db_queries
+            .with_label_values(&[pool, server, purpose.label()])
+            .inc();
         let span = match purpose {
             Purpose::Request => tracing::info_span!(
                 target: meridian_telemetry::SPAN_TARGET,
@@ -435,12 +440,12 @@ impl ReadDb<'_> {
             {
                 continue;
             }
-            inner
-                .metrics
-                .db_queries
-                .with_label_values(&["replica", replica.name.as_str(), self.purpose.label()])
-                .inc();
-            let timer = QueryTimer::start(&inner.metrics, "replica", self.purpose);
+            let timer = QueryTimer::start(
+                &inner.metrics,
+                "replica",
+                replica.name.as_str(),
+                self.purpose,
+            );
             let result = op(ReadConn(replica.pool.clone())).await;
             drop(timer);
             match result {
@@ -457,12 +462,7 @@ impl ReadDb<'_> {
                 Err(error) => return Err(error),
             }
         }
-        inner
-            .metrics
-            .db_queries
-            .with_label_values(&["primary", "primary", self.purpose.label()])
-            .inc();
-        let timer = QueryTimer::start(&inner.metrics, "primary", self.purpose);
+        let timer = QueryTimer::start(&inner.metrics, "primary", "primary", self.purpose);
         let value = op(ReadConn(inner.primary_read_only.clone())).await;
         drop(timer);
         Ok((value?, ServedBy::Primary))
@@ -479,12 +479,12 @@ impl WriteDb<'_> {
     /// A transaction on the primary; its time until it ends is observed
     /// (see [`WriteTx`]), a failed `BEGIN` included.
     pub async fn begin(&self) -> Result<WriteTx, sqlx::Error> {
-        let metrics = &self.router.inner.metrics;
-        metrics
-            .db_queries
-            .with_label_values(&["primary", "primary", self.purpose.label()])
-            .inc();
-        let timer = QueryTimer::start(metrics, "primary", self.purpose);
+        let timer = QueryTimer::start(
+            &self.router.inner.metrics,
+            "primary",
+            "primary",
+            self.purpose,
+        );
         let tx = self.router.inner.primary.begin().await?;
         Ok(WriteTx { tx, _timer: timer })
     }
